@@ -1,0 +1,116 @@
+"""The contracts between the evaluation stages.
+
+A run evaluates one trained model on a fixed, class-balanced set of test samples. Every stage below
+receives plain tensors and objects (never the Hydra config):
+
+* a :class:`Shift` turns clean pixels into shifted pixels,
+* an :class:`Attack` turns clean pixels into adversarial pixels for a given model,
+* a :class:`Metric` turns an :class:`EvalContext` into a :class:`MetricResult`.
+
+All images are float pixels in [0, 1] with shape (B, C, H, W); models normalise internally and return
+logits of shape (B, K).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@dataclass
+class EvalSet:
+    """A fixed set of evaluation samples under one condition ("clean" or "<shift>/<severity>")."""
+
+    x: torch.Tensor  # (N, C, H, W) float32 pixels in [0, 1], on the model's device
+    y: torch.Tensor  # (N,) int64 true labels
+    index: torch.Tensor  # (N,) int64 position of each sample in its split (for per-sample joins)
+    y_trained: torch.Tensor | None = None  # (N,) labels the model was trained on (train split only)
+    condition: str = "clean"
+
+    def __post_init__(self) -> None:
+        assert self.x.ndim == 4, f"x must be (N, C, H, W), got {tuple(self.x.shape)}"
+        assert self.x.shape[0] == self.y.shape[0] == self.index.shape[0]
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+
+@dataclass
+class EvalContext:
+    """Everything a metric may need. Built once per condition by the run pipeline."""
+
+    model: nn.Module  # eval mode, on device; pixels in [0, 1] -> logits (B, K)
+    data: EvalSet  # test-split evaluation samples under the current condition
+    num_classes: int
+    batch_size: int
+    seed: int
+    logits: torch.Tensor | None = None  # (N, K) logits of `data`, computed once by the pipeline
+    train_data: EvalSet | None = None  # class-balanced train-split samples with the labels trained on
+    attack_fooled: dict[str, torch.Tensor] = field(default_factory=dict)  # attack name -> (N,) bool
+    clean: EvalSet | None = None  # the clean samples when `data` is shifted (same order), else None
+    input_mean: tuple[float, ...] = ()  # per-channel normalisation the model applies inside (pixel units)
+    input_std: tuple[float, ...] = ()
+    cache: dict[str, object] = field(default_factory=dict)  # share work between metrics of one condition
+
+    @property
+    def device(self) -> torch.device:
+        return self.data.x.device
+
+
+@dataclass
+class MetricResult:
+    """What a metric returns for one condition.
+
+    ``scalars`` become ``metric/<name>/<stat>`` on clean data and
+    ``metric/<name>/<shift>/<severity>/<stat>`` under a shift. ``per_sample`` columns have length N and
+    are joined on the sample index; ``per_layer`` rows go to ``per_layer.csv`` with the metric name and
+    condition added by the pipeline.
+    """
+
+    scalars: dict[str, float]
+    per_sample: dict[str, np.ndarray] = field(default_factory=dict)
+    per_layer: list[dict[str, object]] = field(default_factory=list)
+
+
+@runtime_checkable
+class Metric(Protocol):
+    name: str  # record key, e.g. "fisher"
+    under_shift: bool  # recompute under every configured shift
+
+    def __call__(self, ctx: EvalContext) -> MetricResult: ...
+
+
+@runtime_checkable
+class Shift(Protocol):
+    name: str  # record key, e.g. "gaussian_noise"
+    severities: Sequence[int]
+
+    def __call__(
+        self,
+        x: torch.Tensor,  # (B, C, H, W) in [0, 1]
+        severity: int,
+        *,
+        generator: torch.Generator,  # on x.device; makes the corruption reproducible
+        index: torch.Tensor | None = None,  # (B,) sample positions in the test split
+        y: torch.Tensor | None = None,  # (B,) labels (needed by the adversarial shift)
+        model: nn.Module | None = None,  # the model under evaluation (adversarial shift)
+    ) -> torch.Tensor: ...  # (B, C, H, W) in [0, 1], same dtype and device
+
+
+@runtime_checkable
+class Attack(Protocol):
+    name: str  # record key, e.g. "pgd_linf"
+
+    def __call__(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,  # (B, C, H, W) in [0, 1]
+        y: torch.Tensor,  # (B,)
+        *,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor: ...  # (B, C, H, W) adversarial pixels in [0, 1]
