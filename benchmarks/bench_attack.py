@@ -1,0 +1,152 @@
+"""PGD overhead: PGD-k wall time over k × (one forward + one input-backward) on the same batch.
+
+Each PGD step should cost one forward and one input-backward and nothing else; the ratio measures
+everything else (projection, clipping, the worst-case bookkeeping, the one extra forward per restart
+that scores the last iterate, Python). Target: ratio ≤ 1.2. Both sides run with the parameters
+frozen, exactly as the attack takes its gradients, and are timed alternately in one process
+(warm-up first, then the median of the repeats).
+
+    python benchmarks/bench_attack.py                       # resnet18, 32 px, batch 128, PGD-20
+    python benchmarks/bench_attack.py --quick               # smoke run (seconds)
+    python benchmarks/bench_attack.py --model convnext_atto --batch-size 256 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from robustdiag.attacks import FGSM, PGD
+from robustdiag.attacks.gradients import frozen_parameters, loss_and_input_gradient
+from robustdiag.models import build_model
+from robustdiag.records.provenance import git_commit, hardware
+
+TARGET_RATIO = 1.2
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="resnet18", help="any timm name (default: resnet18)")
+    parser.add_argument("--image-size", type=int, default=32, help="pixels per side (default: 32, CIFAR)")
+    parser.add_argument("--num-classes", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=20, help="PGD steps k (default: 20)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats; the median is reported")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs of each side first")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="smoke run: batch 8, 3 steps, 2 repeats")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/out/bench_attack.json"))
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.batch_size, args.steps, args.repeats, args.warmup = 8, 3, 2, 1
+    return args
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    """Wall seconds of ``fn()``, synchronising the GPU before and after."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def forward_input_backward_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int) -> None:
+    """k forward + input-backward passes, the way PGD takes its gradients (parameters frozen)."""
+    with frozen_parameters(model):
+        for _ in range(k):
+            loss_and_input_gradient(model, x, y)
+
+
+def run(args: argparse.Namespace) -> dict[str, object]:
+    device = pick_device(args.device)
+    torch.manual_seed(args.seed)
+    model = build_model(
+        args.model,
+        num_classes=args.num_classes,
+        in_chans=3,
+        img_size=args.image_size,
+        mean=CIFAR_MEAN,
+        std=CIFAR_STD,
+    )
+    model = model.to(device).eval()
+    x = torch.rand(args.batch_size, 3, args.image_size, args.image_size, device=device)  # (B, 3, H, W)
+    y = torch.randint(0, args.num_classes, (args.batch_size,), device=device)  # (B,)
+    pgd = PGD(norm="linf", eps=8 / 255, step_size=2 / 255, steps=args.steps)
+    fgsm = FGSM(eps=8 / 255)
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    k = args.steps
+
+    sides: dict[str, Callable[[], object]] = {
+        "fb_k": lambda: forward_input_backward_steps(model, x, y, k),
+        "pgd": lambda: pgd(model, x, y, generator=generator),
+        "fb_1": lambda: forward_input_backward_steps(model, x, y, 1),
+        "fgsm": lambda: fgsm(model, x, y),
+    }
+    for _ in range(args.warmup):
+        for fn in sides.values():
+            timed(fn, device)
+    samples: dict[str, list[float]] = {name: [] for name in sides}
+    for _ in range(args.repeats):  # alternate the sides so drifts in machine load hit both
+        for name, fn in sides.items():
+            samples[name].append(timed(fn, device))
+    median = {name: statistics.median(values) for name, values in samples.items()}
+    ratio = median["pgd"] / median["fb_k"]
+    commit, dirty = git_commit()
+    return {
+        "benchmark": "attack",
+        "command": " ".join(sys.argv),
+        "commit": commit,
+        "dirty": dirty,
+        "quick": args.quick,
+        "model": args.model,
+        "image_size": args.image_size,
+        "batch_size": args.batch_size,
+        "steps": k,
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+        "pgd_s_median": median["pgd"],
+        "forward_input_backward_s_median": median["fb_k"] / k,
+        "ratio_pgd_over_k_forward_backward": ratio,
+        "ratio_fgsm_over_forward_backward": median["fgsm"] / median["fb_1"],
+        "target_ratio": TARGET_RATIO,
+        "meets_target": ratio <= TARGET_RATIO,
+        "samples_s": samples,
+        "machine": {**hardware(device), "torch_threads": torch.get_num_threads()},
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    result = run(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(
+        f"{result['model']} {result['image_size']}px batch {result['batch_size']}: PGD-{result['steps']} "
+        f"{result['pgd_s_median']:.3f} s, forward+input-backward {result['forward_input_backward_s_median']:.4f} s, "
+        f"ratio {result['ratio_pgd_over_k_forward_backward']:.3f} (target <= {TARGET_RATIO}); "
+        f"FGSM ratio {result['ratio_fgsm_over_forward_backward']:.3f} -> {args.out}"
+    )
+
+
+if __name__ == "__main__":
+    main()

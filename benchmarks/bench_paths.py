@@ -1,0 +1,189 @@
+"""Speed and memory of path separation (DESIGN 4.3; issue 5).
+
+Speed: images/s of ``path_separation`` (default event effective_path, every conv/linear layer,
+5 permutations, JS) on resnet18 (``build_model``: 32 px, CIFAR stem, 10 classes) against a plain forward
+pass over the same batches. Target: path separation takes at most 3x the forward time.
+
+Memory: the peak for 1k and 10k evaluation samples, each measured in a fresh subprocess (CPU: peak RSS
+minus the RSS after data and model are in place; GPU: ``torch.cuda.max_memory_allocated`` minus the
+allocation before the metric). Counters are streamed, so the peak must not grow with the sample count.
+
+    python benchmarks/bench_paths.py [--quick] [--device cpu|cuda] [--out benchmarks/out/bench_paths.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from robustdiag.metrics.paths import PathSeparation
+from robustdiag.models import build_model
+from robustdiag.types import EvalContext, EvalSet
+
+NUM_CLASSES = 10
+IMG = 32
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+
+def make_model(device: torch.device) -> torch.nn.Module:
+    model = build_model("resnet18", num_classes=NUM_CLASSES, in_chans=3, img_size=IMG, mean=CIFAR_MEAN, std=CIFAR_STD)
+    return model.to(device).eval()
+
+
+def make_ctx(model: torch.nn.Module, n: int, batch_size: int, device: torch.device) -> EvalContext:
+    """``n`` random images with balanced labels (content is irrelevant to speed and memory)."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(n, 3, IMG, IMG, generator=generator).to(device)
+    y = (torch.arange(n) % NUM_CLASSES).to(device)
+    data = EvalSet(x=x, y=y, index=torch.arange(n, device=device))
+    return EvalContext(model=model, data=data, num_classes=NUM_CLASSES, batch_size=batch_size, seed=0)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_forward(ctx: EvalContext, repeats: int) -> list[float]:
+    """Seconds for a plain forward pass over the same batches the metric uses."""
+    times = []
+    with torch.no_grad():
+        for _ in range(repeats):
+            sync(ctx.device)
+            start = time.perf_counter()
+            for chunk in ctx.data.x.split(ctx.batch_size):
+                ctx.model(chunk)
+            sync(ctx.device)
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def time_metric(ctx: EvalContext, repeats: int) -> tuple[list[float], dict[str, float]]:
+    """Seconds for ``path_separation`` (fresh cache each time, so every repeat does the full pass)."""
+    metric = PathSeparation()
+    times, scalars = [], {}
+    for _ in range(repeats):
+        ctx.cache.clear()
+        sync(ctx.device)
+        start = time.perf_counter()
+        scalars = metric(ctx).scalars
+        sync(ctx.device)
+        times.append(time.perf_counter() - start)
+    return times, scalars
+
+
+def speed(device: torch.device, n: int, batch_size: int, repeats: int) -> dict[str, object]:
+    model = make_model(device)
+    ctx = make_ctx(model, n, batch_size, device)
+    warm = make_ctx(model, 2 * NUM_CLASSES, batch_size, device)
+    time_forward(warm, 1)  # warm-up: allocator, kernels, fx trace of the layer discovery
+    time_metric(warm, 1)
+    forward = time_forward(ctx, repeats)
+    path, scalars = time_metric(ctx, repeats)
+    t_forward, t_path = statistics.median(forward), statistics.median(path)
+    return {
+        "n": n,
+        "batch_size": batch_size,
+        "repeats": repeats,
+        "forward_s": forward,
+        "path_s": path,
+        "forward_images_per_s": n / t_forward,
+        "path_images_per_s": n / t_path,
+        "ratio_path_over_forward": t_path / t_forward,
+        "target_ratio": 3.0,
+        "meets_target": t_path / t_forward <= 3.0,
+        "edges": scalars.get("edges"),
+        "n_layers": scalars.get("n_layers"),
+    }
+
+
+def peak_memory_child(device: torch.device, n: int, batch_size: int) -> dict[str, float]:
+    """Runs in a fresh process: the metric's peak memory above data + model."""
+    model = make_model(device)
+    ctx = make_ctx(model, n, batch_size, device)
+    PathSeparation(samples_per_class=2, permutations=5)(make_ctx(model, 2 * NUM_CLASSES, batch_size, device))
+    start = time.perf_counter()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        PathSeparation()(ctx)
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+        PathSeparation()(ctx)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    return {"n": n, "peak_above_baseline_mib": peak / 2**20, "seconds": time.perf_counter() - start}
+
+
+def peak_memory(device: torch.device, n: int, batch_size: int) -> dict[str, float]:
+    """``peak_memory_child`` in a subprocess, so earlier work does not hold the high-water mark."""
+    command = [sys.executable, __file__, "--child", str(n), "--device", device.type, "--batch-size", str(batch_size)]
+    output = subprocess.run(command, check=True, capture_output=True, text=True, env=os.environ.copy()).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def machine_info(device: torch.device) -> dict[str, object]:
+    cpu = platform.processor()
+    try:
+        cpu = next(
+            line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in line
+        )
+    except (OSError, StopIteration):
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "python": platform.python_version(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small smoke run")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/out/bench_paths.json"))
+    parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    os.environ.setdefault("ROBUSTDIAG_PROGRESS", "0")
+    device = torch.device(args.device)
+    batch_size = args.batch_size or (512 if device.type == "cuda" else 128)
+    if args.child is not None:
+        print(json.dumps(peak_memory_child(device, args.child, batch_size)))
+        return
+    sizes = (200, 400) if args.quick else (1000, 10000)
+    speed_n, repeats = (200, 1) if args.quick else (2000, 3)
+    result = {
+        "benchmark": "bench_paths",
+        "command": " ".join([sys.executable, *sys.argv]),
+        "quick": args.quick,
+        "model": f"resnet18 (build_model, {IMG} px, CIFAR stem, {NUM_CLASSES} classes)",
+        "metric": "path_separation(event=effective_path, separation=js, permutations=5, all layers)",
+        "machine": machine_info(device),
+        "speed": speed(device, speed_n, batch_size, repeats),
+        "memory": [peak_memory(device, n, batch_size) for n in sizes],
+    }
+    mem = result["memory"]
+    result["memory_growth_mib"] = mem[-1]["peak_above_baseline_mib"] - mem[0]["peak_above_baseline_mib"]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

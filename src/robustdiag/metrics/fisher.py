@@ -1,0 +1,781 @@
+"""Input-Fisher spectral norm λ(x) = λ_max(F(x)) (Zhang et al., arXiv 2606.04767; DESIGN §4.4).
+
+For logits f(x) ∈ R^K, p = softmax(f) and g_k = ∇ₓ log p_k(x) = Jᵀ(e_k − p) (J = ∂f/∂x, K×D):
+
+    F(x) = Σ_k p_k g_k g_kᵀ = Jᵀ(diag p − ppᵀ)J = Cov_{y∼p}(∇ₓ f_y),   rank F ≤ K − 1.
+
+With G the (K, D) matrix of rows g_k, F = Gᵀ diag(p) G has the same non-zero spectrum as the K×K matrix
+M = diag(√p) G Gᵀ diag(√p), so every estimator works in class space. λ is the worst-case local KL
+sensitivity: KL(p(x) ‖ p(x+δ)) ≈ ½ δᵀF(x)δ ≤ ½ ‖δ‖² λ(x).
+
+Estimators (what each returns, per sample):
+
+=============  ==========================================================================================
+``exact``      λ_max(M) by ``eigvalsh``: exact up to rounding. Cost: 1 forward + K backward passes per batch;
+               G (B, K, D) is held in memory.
+``lanczos``    Lanczos in class space on M u = A J Jᵀ Aᵀ u (A = diag √p − √p pᵀ, so AᵀA = diag p − ppᵀ)
+               with matrix-free JVP/VJP products and full reorthogonalisation: the largest Ritz value, a
+               lower bound that reaches λ_max to the relative residual ``tol`` (exact after ≤ K steps).
+               Cost per iteration: 1 JVP + 1 VJP over the batch; nothing of size K×D is stored.
+``power``      the paper's power iteration on F (start: g of the most probable class; Rayleigh quotient;
+               stop at relative change < tol = 1e-6 or 100 iterations): a lower bound, converging to λ_max.
+``srp_maxrq``  what the released code runs: max over 100 random Gaussian z ∈ R^K of zᵀMz / zᵀz.
+               A lower bound on λ_max (often far below it for many classes). Kept for comparison only.
+``trace``      tr F = Σ_k p_k ‖g_k‖² exactly (an upper bound: λ_max ≤ tr F ≤ (K−1) λ_max), plus a
+               Hutchinson estimate of tr F with Rademacher probes in input space (JVPs) and its standard
+               error. The ``lambda`` column holds the exact trace.
+``blackbox``   forward queries only: central differences of log-softmax along m random unit directions
+               (h = 1e-3) give D ≈ V Gᵀ; reports the code's max_v vᵀFv (≈ tr F / d for random v, far below
+               λ_max), a Rayleigh–Ritz estimate of λ_max on span(V) (the ``lambda`` column; ≤ λ_max up to
+               finite-difference error, = λ_max when m ≥ d) and d·mean_v vᵀFv as a trace estimate.
+               1 + 2m queries per sample.
+=============  ==========================================================================================
+
+``input_space``: ``pixel`` (default) differentiates w.r.t. the [0, 1] pixels fed to ``model``;
+``normalized`` w.r.t. ``model.normalize(x)`` fed to ``model.net`` (the released code's choice;
+F_pixel = S⁻¹ F_normalized S⁻¹ with S = diag(std)).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from robustdiag.types import EvalContext, MetricResult
+
+log = logging.getLogger(__name__)
+
+Logits = Callable[[Tensor], Tensor]  # (B, ...) -> (B, K)
+
+ESTIMATORS = ("exact", "lanczos", "power", "srp_maxrq", "trace", "blackbox", "auto")
+INPUT_SPACES = ("pixel", "normalized")
+JVP_MODES = ("forward", "double_backward")
+PROBES = ("gaussian", "rademacher")
+_NEEDS_G = ("exact", "power", "srp_maxrq", "trace")  # estimators that materialise G (B, K, D)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# model plumbing
+
+
+@contextmanager
+def eval_mode(model: nn.Module, who: str) -> Iterator[None]:
+    """Run ``model`` in eval mode; warn and restore every submodule's mode if it was training.
+
+    In train mode BatchNorm normalises with batch statistics, so one sample's λ would depend on the other
+    samples of its batch (and dropout would randomise it).
+    """
+    modes = {m: m.training for m in model.modules()}
+    if not any(modes.values()):
+        yield
+        return
+    warnings.warn(
+        f"{who}: the model is in train mode (BatchNorm would mix samples across the batch); "
+        "switching it to eval() for this metric and restoring its mode afterwards.",
+        stacklevel=3,
+    )
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes.items():
+            module.train(training)
+
+
+def resolve_input_space(model: nn.Module, x: Tensor, input_space: str) -> tuple[Logits, Tensor]:
+    """Return (logit function, its input) for ``input_space`` ∈ {pixel, normalized}.
+
+    ``pixel``: (model, x). ``normalized``: (model.net, model.normalize(x)) — the released code's choice.
+    """
+    if input_space not in INPUT_SPACES:
+        raise ValueError(f"input_space={input_space!r} is not one of {list(INPUT_SPACES)}")
+    dtype = model_dtype(model)
+    x = x.detach().to(dtype)
+    if input_space == "pixel":
+        return model, x
+    normalize, net = getattr(model, "normalize", None), getattr(model, "net", None)
+    if not (isinstance(normalize, nn.Module) and isinstance(net, nn.Module)):
+        raise ValueError(
+            "input_space='normalized' needs a robustdiag Classifier with `.normalize` and `.net` "
+            f"submodules; {type(model).__name__} has none. Use input_space='pixel'."
+        )
+    with torch.no_grad():
+        z = normalize(x)
+    return net, z.detach()
+
+
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """The floating dtype of the model's first floating parameter (float32 when it has none)."""
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
+
+
+# ----------------------------------------------------------------------------------------------------------
+# exact path: G, M and the quantities derived from it
+
+
+def class_gradients(model: Logits, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-sample gradients of every class's log-probability: (log_p (B, K), G (B, K, D)).
+
+    K batched backward passes over the whole batch (samples are independent in eval mode, so the gradient
+    of Σ_b log p_k(x_b) w.r.t. x_b is g_k(x_b)). Uses log_softmax, never log(softmax): a probability that
+    underflows to 0 still gives the finite gradient Jᵀ(e_k − p).
+    """
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        log_p = F.log_softmax(model(x), dim=-1)  # (B, K)
+        B, K = log_p.shape
+        G = x.new_empty(B, K, x[0].numel())  # (B, K, D)
+        for k in range(K):
+            (g,) = torch.autograd.grad(log_p[:, k].sum(), x, retain_graph=k < K - 1)
+            G[:, k] = g.reshape(B, -1)
+    return log_p.detach(), G
+
+
+def fisher_gram(p: Tensor, G: Tensor) -> Tensor:
+    """M = diag(√p) G Gᵀ diag(√p) (B, K, K): same non-zero spectrum as F = Gᵀ diag(p) G."""
+    Gs = G * p.sqrt().unsqueeze(-1)  # (B, K, D)
+    return Gs @ Gs.transpose(1, 2)  # (B, K, K)
+
+
+def lambda_max_exact(p: Tensor, G: Tensor) -> Tensor:
+    """λ_max(F) per sample (B,), exact: largest eigenvalue of the K×K matrix ``fisher_gram(p, G)``."""
+    return torch.linalg.eigvalsh(fisher_gram(p, G))[..., -1].clamp_min(0.0)
+
+
+def trace_exact(p: Tensor, G: Tensor) -> Tensor:
+    """tr F = Σ_k p_k ‖g_k‖² per sample (B,), exact. An upper bound on λ_max."""
+    return (p * G.square().sum(-1)).sum(-1)
+
+
+def power_iteration(
+    p: Tensor, G: Tensor, *, tol: float = 1e-6, max_iter: int = 100
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The paper's power iteration on F = Gᵀ diag(p) G, batched: (λ (B,), iterations (B,), converged (B,)).
+
+    Start at g of the most probable class (normalised); estimate = Rayleigh quotient vᵀFv; a sample stops
+    when the relative change of its estimate drops below ``tol`` or after ``max_iter`` iterations. The
+    Rayleigh quotient never exceeds λ_max, so this is a lower bound converging to it.
+    """
+    B = p.shape[0]
+    tiny = torch.finfo(G.dtype).tiny
+    v = G[torch.arange(B, device=G.device), p.argmax(-1)]  # (B, D)
+    v = v / v.norm(dim=-1, keepdim=True).clamp_min(tiny)
+    lam = torch.zeros(B, dtype=G.dtype, device=G.device)
+    iters = torch.zeros(B, dtype=torch.int64, device=G.device)
+    done = torch.zeros(B, dtype=torch.bool, device=G.device)
+    for it in range(1, max_iter + 1):
+        Gv = (G @ v.unsqueeze(-1)).squeeze(-1)  # (B, K)
+        Fv = (G.transpose(1, 2) @ (p * Gv).unsqueeze(-1)).squeeze(-1)  # (B, D)
+        lam_new = (v * Fv).sum(-1)  # (B,) Rayleigh quotient, v has unit norm
+        settled = (lam_new - lam).abs() <= tol * lam.abs() if it > 1 else lam_new == 0
+        lam = torch.where(done, lam, lam_new)
+        iters = torch.where(done, iters, torch.full_like(iters, it))
+        done = done | settled | (lam_new == 0)
+        if bool(done.all()):
+            break
+        v = torch.where(done.unsqueeze(-1), v, Fv / Fv.norm(dim=-1, keepdim=True).clamp_min(tiny))
+    return lam.clamp_min(0.0), iters, done
+
+
+def srp_maxrq(
+    p: Tensor, G: Tensor, *, n_probes: int = 100, generator: torch.Generator, probes: str = "gaussian"
+) -> Tensor:
+    """The released code's estimate: max over ``n_probes`` random z ∈ R^K of zᵀMz / zᵀz (B,).
+
+    A lower bound on λ_max (it is not Hutchinson's trace estimator, whatever the code calls it).
+    """
+    M = fisher_gram(p, G)  # (B, K, K)
+    z = _probe(generator, (M.shape[0], n_probes, M.shape[1]), M.dtype, probes)  # (B, m, K)
+    quad = ((z @ M) * z).sum(-1)  # (B, m)
+    return (quad / z.square().sum(-1)).amax(-1).clamp_min(0.0)
+
+
+def _probe(generator: torch.Generator, shape: tuple[int, ...], dtype: torch.dtype, kind: str) -> Tensor:
+    """Random probes on the generator's device: standard Gaussian or Rademacher (±1)."""
+    if kind not in PROBES:
+        raise ValueError(f"probes={kind!r} is not one of {list(PROBES)}")
+    device = generator.device
+    if kind == "gaussian":
+        return torch.randn(shape, generator=generator, dtype=dtype, device=device)
+    return torch.randint(0, 2, shape, generator=generator, device=device).to(dtype).mul_(2).sub_(1)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# matrix-free path: JVP / VJP of the logits
+
+
+class LinearizedLogits:
+    """Jacobian-vector and vector-Jacobian products of ``model`` at ``x`` without materialising J.
+
+    ``jvp="forward"`` uses forward-mode AD (``torch.func.jvp``, one forward-mode pass per product);
+    ``jvp="double_backward"`` differentiates the VJP w.r.t. its cotangent (one backward of the backward
+    graph per product). Scaled-dot-product attention runs on the math kernel, the only one with
+    forward-mode and double-backward formulas on every device.
+    """
+
+    def __init__(self, model: Logits, x: Tensor, *, jvp: str = "forward", need_vjp: bool = True) -> None:
+        if jvp not in JVP_MODES:
+            raise ValueError(f"jvp={jvp!r} is not one of {list(JVP_MODES)}")
+        self.model, self.mode, self.shape = model, jvp, x.shape
+        needs_graph = need_vjp or jvp == "double_backward"
+        self.x = x.detach().requires_grad_(needs_graph)
+        grad_mode = torch.enable_grad() if needs_graph else torch.no_grad()
+        with grad_mode, sdpa_kernel([SDPBackend.MATH]):
+            self.logits = model(self.x)  # (B, K)
+            if jvp == "double_backward":
+                self._u = torch.zeros_like(self.logits, requires_grad=True)
+                (self._jt_u,) = torch.autograd.grad(self.logits, self.x, self._u, create_graph=True)
+        self.log_p = F.log_softmax(self.logits.detach(), dim=-1)  # (B, K)
+        self.p = self.log_p.exp()
+
+    def jvp(self, z: Tensor) -> Tensor:
+        """J z: (B, D) or (B, ...) input directions -> (B, K)."""
+        z = z.reshape(self.shape).to(self.x.dtype)
+        with sdpa_kernel([SDPBackend.MATH]):
+            if self.mode == "forward":
+                with torch.no_grad():  # forward-mode AD needs no autograd graph
+                    return torch.func.jvp(self.model, (self.x.detach(),), (z,))[1]
+            with torch.enable_grad():
+                return torch.autograd.grad(self._jt_u, self._u, z, retain_graph=True)[0].detach()
+
+    def vjp(self, w: Tensor) -> Tensor:
+        """Jᵀ w: (B, K) -> (B, D)."""
+        with torch.enable_grad():
+            (g,) = torch.autograd.grad(self.logits, self.x, w, retain_graph=True)
+        return g.reshape(g.shape[0], -1)
+
+
+def _apply_A(p: Tensor, w: Tensor) -> Tensor:
+    """A w with A = diag(√p) − √p pᵀ (so AᵀA = diag p − ppᵀ); (B, K) -> (B, K)."""
+    s = p.sqrt()
+    return s * w - s * (p * w).sum(-1, keepdim=True)
+
+
+def _apply_At(p: Tensor, u: Tensor) -> Tensor:
+    """Aᵀ u = √p ⊙ u − p (√p · u); (B, K) -> (B, K)."""
+    s = p.sqrt()
+    return s * u - p * (s * u).sum(-1, keepdim=True)
+
+
+@dataclass
+class LanczosResult:
+    lam: Tensor  # (B,) largest Ritz value
+    iterations: Tensor  # (B,) int64 iterations until converged (max_iter if not)
+    converged: Tensor  # (B,) bool
+    p: Tensor  # (B, K) predicted probabilities
+    log_p: Tensor  # (B, K)
+
+
+def lanczos(
+    model: Logits,
+    x: Tensor,
+    *,
+    generator: torch.Generator,
+    tol: float = 1e-6,
+    max_iter: int = 64,
+    jvp: str = "forward",
+) -> LanczosResult:
+    """λ_max by batched Lanczos in class space with matrix-free products (nothing of size K×D is stored).
+
+    Operator: M u = A J Jᵀ Aᵀ u (one VJP and one JVP). Full reorthogonalisation against the (B, m, K)
+    basis. A sample converges when its residual β_j |s_j| ≤ tol · θ_max or its Krylov space is exhausted
+    (then the Ritz value is exact); the loop stops when every sample has converged or after
+    ``min(max_iter, K)`` iterations. The largest Ritz value is a lower bound on λ_max.
+    """
+    lin = LinearizedLogits(model, x, jvp=jvp, need_vjp=True)
+    bad = ~torch.isfinite(lin.log_p).all(-1)  # (B,) samples whose products are zeroed and λ set to NaN
+    p = torch.where(bad.unsqueeze(-1), torch.zeros_like(lin.p), lin.p)
+    B, K = p.shape
+    dtype, eps = p.dtype, torch.finfo(p.dtype).eps
+
+    def matvec(u: Tensor) -> Tensor:  # (B, K) -> (B, K)
+        nonlocal bad
+        out = _apply_A(p, lin.jvp(lin.vjp(_apply_At(p, u))))
+        bad = bad | ~torch.isfinite(out).all(-1)
+        return torch.where(bad.unsqueeze(-1), torch.zeros_like(out), out)
+
+    q = torch.randn(B, K, generator=generator, dtype=dtype, device=generator.device).to(p.device)
+    s = p.sqrt()
+    q = q - s * (s * q).sum(-1, keepdim=True)  # √p spans the null space of M: start orthogonal to it
+    q = q / q.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(dtype).tiny)
+    basis = [q]
+    alphas: list[Tensor] = []
+    betas: list[Tensor] = []
+    iterations = torch.full((B,), min(max_iter, K), dtype=torch.int64, device=p.device)
+    converged = torch.zeros(B, dtype=torch.bool, device=p.device)
+    exhausted = torch.zeros(B, dtype=torch.bool, device=p.device)
+    lam = torch.zeros(B, dtype=dtype, device=p.device)
+    for j in range(min(max_iter, K)):
+        w = matvec(basis[-1])
+        alpha = (basis[-1] * w).sum(-1)  # (B,)
+        Q = torch.stack(basis, 1)  # (B, j+1, K)
+        for _ in range(2):  # full reorthogonalisation, twice is enough
+            w = w - (Q.transpose(1, 2) @ (Q @ w.unsqueeze(-1))).squeeze(-1)
+        beta = w.norm(dim=-1)  # (B,)
+        alphas.append(alpha)
+        T = _tridiagonal(alphas, betas)  # (B, j+1, j+1)
+        theta, S = torch.linalg.eigh(T)
+        lam = theta[:, -1]
+        scale = lam.abs().clamp_min(torch.finfo(dtype).tiny)
+        exhausted = exhausted | (beta <= 100 * eps * scale * K) | (lam == 0)
+        residual = beta * S[:, -1, -1].abs()
+        newly = ~converged & (exhausted | (residual <= tol * scale))
+        iterations = torch.where(newly, torch.full_like(iterations, j + 1), iterations)
+        converged = converged | newly
+        if bool(converged.all()):
+            break
+        betas.append(torch.where(exhausted, torch.zeros_like(beta), beta))
+        nxt = w / beta.clamp_min(torch.finfo(dtype).tiny).unsqueeze(-1)
+        basis.append(torch.where(exhausted.unsqueeze(-1), torch.zeros_like(nxt), nxt))
+    lam = torch.where(bad, torch.full_like(lam, float("nan")), lam.clamp_min(0.0))
+    return LanczosResult(lam, iterations, converged & ~bad, p, lin.log_p)
+
+
+def _tridiagonal(alphas: list[Tensor], betas: list[Tensor]) -> Tensor:
+    """Batched symmetric tridiagonal matrix (B, m, m) from diagonals α (m × (B,)) and β (m−1 × (B,))."""
+    T = torch.diag_embed(torch.stack(alphas, -1))
+    if betas:
+        off = torch.diag_embed(torch.stack(betas, -1), offset=1)
+        T = T + off + off.transpose(1, 2)
+    return T
+
+
+def trace_hutchinson(
+    model: Logits,
+    x: Tensor,
+    *,
+    n_probes: int,
+    generator: torch.Generator,
+    jvp: str = "forward",
+) -> tuple[Tensor, Tensor]:
+    """Hutchinson's estimate of tr F with Rademacher probes v ∈ {±1}^D: (estimate (B,), standard error (B,)).
+
+    vᵀFv = Σ_k p_k (g_k·v)² with g_k·v = (Jv)_k − p·Jv, one JVP per probe. Unbiased; the standard error is
+    the sample standard deviation over probes / √n_probes (NaN for a single probe).
+    """
+    lin = LinearizedLogits(model, x, jvp=jvp, need_vjp=False)
+    p = lin.p
+    B, D = x.shape[0], x[0].numel()
+    quads = []
+    for _ in range(n_probes):
+        v = _probe(generator, (B, D), x.dtype, "rademacher").to(x.device)
+        Jv = lin.jvp(v)  # (B, K)
+        gv = Jv - (p * Jv).sum(-1, keepdim=True)  # (B, K) g_k · v
+        quads.append((p * gv.square()).sum(-1))
+    Q = torch.stack(quads)  # (n, B)
+    se = Q.std(0) / math.sqrt(n_probes) if n_probes > 1 else torch.full_like(Q[0], float("nan"))
+    return Q.mean(0), se
+
+
+# ----------------------------------------------------------------------------------------------------------
+# black-box path: forward queries only
+
+
+@dataclass
+class BlackBoxResult:
+    rayleigh_ritz: Tensor  # (B,) λ_max of F restricted to span(V), from finite differences
+    max_quadratic: Tensor  # (B,) max_v vᵀFv over the m unit directions (the released code's number)
+    trace: Tensor  # (B,) d · mean_v vᵀFv (an estimate of tr F)
+    log_p: Tensor  # (B, K) at x
+    queries: int  # forward queries per sample (1 + 2m)
+
+
+def blackbox(
+    model: Logits,
+    x: Tensor,
+    *,
+    generator: torch.Generator,
+    n_directions: int = 100,
+    step: float = 1e-3,
+    query_batch: int = 256,
+) -> BlackBoxResult:
+    """Black-box λ estimates from forward queries (central differences of log-softmax, no gradients).
+
+    D_k(v) = [log p_k(x + hv) − log p_k(x − hv)] / 2h ≈ g_k·v for m random unit v; vᵀFv ≈ Σ_k p_k D_k(v)².
+    Rayleigh–Ritz: with Γ = VVᵀ, the restriction of F to span(V) has the non-zero spectrum of
+    diag(√p) Dᵀ Γ⁺ D diag(√p) (K×K). Perturbed inputs are not clipped to [0, 1] (as in the released code).
+    """
+    B, D = x.shape[0], x[0].numel()
+    m = n_directions
+    with torch.no_grad():
+        log_p = F.log_softmax(model(x), dim=-1)  # (B, K)
+        p = log_p.exp()
+        V = torch.randn(B, m, D, generator=generator, dtype=x.dtype, device=generator.device).to(x.device)
+        V = V / V.norm(dim=-1, keepdim=True)  # (B, m, D) unit directions
+        shifted = torch.cat([x.reshape(B, 1, D) + step * V, x.reshape(B, 1, D) - step * V], 1)  # (B, 2m, D)
+        shifted = shifted.reshape(B * 2 * m, *x.shape[1:])
+        out = torch.cat([F.log_softmax(model(c), -1) for c in shifted.split(query_batch)])
+        out = out.reshape(B, 2, m, -1)
+        Dfd = (out[:, 0] - out[:, 1]) / (2 * step)  # (B, m, K) ≈ V Gᵀ
+        bad = ~torch.isfinite(log_p).all(-1) | ~torch.isfinite(Dfd).flatten(1).all(-1)  # (B,)
+        Dfd = torch.where(bad.view(B, 1, 1), torch.zeros_like(Dfd), Dfd)
+        p = torch.where(bad.view(B, 1), torch.zeros_like(p), p)
+        quad = (p.unsqueeze(1) * Dfd.square()).sum(-1)  # (B, m)
+        W = Dfd * p.sqrt().unsqueeze(1)  # (B, m, K)
+        gamma_pinv = torch.linalg.pinv(V @ V.transpose(1, 2), hermitian=True)  # (B, m, m)
+        M_sub = W.transpose(1, 2) @ gamma_pinv @ W  # (B, K, K)
+        M_sub = 0.5 * (M_sub + M_sub.transpose(1, 2))
+        rr = torch.linalg.eigvalsh(M_sub)[..., -1].clamp_min(0.0)
+    nan = torch.full_like(rr, float("nan"))
+    return BlackBoxResult(
+        rayleigh_ritz=torch.where(bad, nan, rr),
+        max_quadratic=torch.where(bad, nan, quad.amax(-1)),
+        trace=torch.where(bad, nan, D * quad.mean(-1)),
+        log_p=log_p,
+        queries=1 + 2 * m,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# dense reference (tests and benchmarks only: D×D per sample)
+
+
+def dense_fisher(model: Logits, x: Tensor) -> Tensor:
+    """F(x) = Jᵀ(diag p − ppᵀ)J as a dense (B, D, D) tensor, J from ``torch.func.jacrev``. Reference only."""
+    shape = x.shape[1:]
+
+    def logits_one(xi: Tensor) -> Tensor:  # (D,) -> (K,)
+        return model(xi.reshape(1, *shape)).squeeze(0)
+
+    flat = x.detach().reshape(x.shape[0], -1)
+    with sdpa_kernel([SDPBackend.MATH]):
+        J = torch.func.vmap(torch.func.jacrev(logits_one))(flat)  # (B, K, D)
+        p = torch.func.vmap(lambda xi: logits_one(xi).softmax(-1))(flat)  # (B, K)
+    C = torch.diag_embed(p) - p.unsqueeze(-1) * p.unsqueeze(-2)  # (B, K, K)
+    return (J.transpose(1, 2) @ C @ J).detach()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the metric
+
+
+@dataclass
+class FisherEstimate:
+    """Per-sample output of one estimator on one chunk of samples."""
+
+    lam: Tensor  # (B,)
+    trace: Tensor  # (B,) NaN where the estimator gives none
+    log_p: Tensor  # (B, K)
+    extra: dict[str, Tensor] = field(default_factory=dict)  # per-sample diagnostics, (B,) each
+
+
+def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Rank-based AUROC (Mann–Whitney U / n₊n₋, ties get average ranks); NaN if one class is absent."""
+    pos = np.asarray(positive, dtype=bool)
+    s = np.asarray(scores, dtype=np.float64)
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(s, kind="mergesort")
+    _, inverse, counts = np.unique(s[order], return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    average = (ends - counts + 1 + ends) / 2.0  # mean of the 1-based ranks start+1 .. end
+    ranks = np.empty_like(s)
+    ranks[order] = average[inverse]
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def choose_estimator(
+    num_classes: int, input_dim: int, bytes_per_value: int, budget_bytes: float, max_exact_classes: int
+) -> str:
+    """``auto``: ``exact`` when K ≤ max_exact_classes and one sample's G (K×D) fits the budget, else lanczos."""
+    if num_classes <= max_exact_classes and num_classes * input_dim * bytes_per_value <= budget_bytes:
+        return "exact"
+    return "lanczos"
+
+
+class FisherMetric:
+    """``metric=fisher``: per-sample λ(x) = λ_max(F(x)) on the first ``n_samples`` evaluation samples.
+
+    Scalars: mean, median, p90, max, inv_mean (1/mean), trace_mean, n, n_flagged, estimator diagnostics
+    (iterations_mean/max and converged_frac for lanczos/power, queries for blackbox, bb_max_mean and
+    bb_trace_mean for blackbox, hutchinson_mean/hutchinson_se_mean for trace) and, for every attack in
+    ``ctx.attack_fooled``, auroc_fooled/<attack> (AUROC of λ for predicting that the attack fools the
+    sample). Per sample (length N, NaN beyond n): lambda, trace, flag (1 = non-finite, excluded; 0 = ok),
+    and the estimator's diagnostics. λ of the first n samples is left in ``ctx.cache["fisher/lambda"]``.
+
+    Memory: estimators that hold G (exact, power, srp_maxrq, trace) process chunks of at most
+    ``memory_budget_gb`` / (K·D·bytes) samples. When one sample's G does not fit, an explicitly requested
+    G-based estimator raises an error naming the memory it needs (it does not switch silently); ``auto``
+    switches to ``lanczos`` and logs why.
+    """
+
+    def __init__(
+        self,
+        estimator: str = "auto",
+        n_samples: int = 500,
+        input_space: str = "pixel",
+        batch_size: int | None = None,
+        memory_budget_gb: float = 4.0,
+        max_exact_classes: int = 100,
+        lanczos_tol: float = 1e-6,
+        lanczos_max_iter: int = 64,
+        power_tol: float = 1e-6,
+        power_max_iter: int = 100,
+        srp_probes: int = 100,
+        srp_distribution: str = "gaussian",
+        trace_probes: int = 16,
+        blackbox_directions: int = 100,
+        blackbox_step: float = 1e-3,
+        jvp: str = "forward",
+        under_shift: bool = False,
+        seed: int | None = None,
+    ) -> None:
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"metric.fisher.estimator={estimator!r} is not one of {list(ESTIMATORS)}")
+        if input_space not in INPUT_SPACES:
+            raise ValueError(f"metric.fisher.input_space={input_space!r} is not one of {list(INPUT_SPACES)}")
+        if jvp not in JVP_MODES:
+            raise ValueError(f"metric.fisher.jvp={jvp!r} is not one of {list(JVP_MODES)}")
+        if srp_distribution not in PROBES:
+            raise ValueError(
+                f"metric.fisher.srp_distribution={srp_distribution!r} is not one of {list(PROBES)}"
+            )
+        for key, value in (
+            ("n_samples", n_samples),
+            ("trace_probes", trace_probes),
+            ("srp_probes", srp_probes),
+        ):
+            if value < 1:
+                raise ValueError(f"metric.fisher.{key} must be ≥ 1, got {value}")
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"metric.fisher.batch_size must be ≥ 1 or null, got {batch_size}")
+        self.name = "fisher"
+        self.under_shift = under_shift
+        self.estimator = estimator
+        self.n_samples = n_samples
+        self.input_space = input_space
+        self.batch_size = batch_size
+        self.memory_budget_gb = memory_budget_gb
+        self.max_exact_classes = max_exact_classes
+        self.lanczos_tol, self.lanczos_max_iter = lanczos_tol, lanczos_max_iter
+        self.power_tol, self.power_max_iter = power_tol, power_max_iter
+        self.srp_probes, self.srp_distribution = srp_probes, srp_distribution
+        self.trace_probes = trace_probes
+        self.blackbox_directions, self.blackbox_step = blackbox_directions, blackbox_step
+        self.jvp = jvp
+        self.seed = seed
+        self._estimators: dict[str, Callable[[Logits, Tensor, torch.Generator, int], FisherEstimate]] = {
+            "exact": self._exact,
+            "lanczos": self._lanczos,
+            "power": self._power,
+            "srp_maxrq": self._srp_maxrq,
+            "trace": self._trace,
+            "blackbox": self._blackbox,
+        }
+
+    # --- the Metric protocol ------------------------------------------------------------------------------
+
+    def __call__(self, ctx: EvalContext) -> MetricResult:
+        """Estimate λ on the first n samples of ``ctx.data`` and summarise it."""
+        n = min(self.n_samples, len(ctx.data))
+        seed = ctx.seed if self.seed is None else self.seed
+        with eval_mode(ctx.model, "metric.fisher"):
+            fn, x = resolve_input_space(ctx.model, ctx.data.x[:n], self.input_space)
+            estimator, chunk, batch = self._plan(x, ctx)
+            generator = torch.Generator(device=x.device).manual_seed(seed)
+            run = self._estimators[estimator]
+            parts = [run(fn, xc, generator, batch) for xc in x.split(chunk)]
+        est = FisherEstimate(
+            lam=torch.cat([e.lam for e in parts]),
+            trace=torch.cat([e.trace for e in parts]),
+            log_p=torch.cat([e.log_p for e in parts]),
+            extra={k: torch.cat([e.extra[k] for e in parts]) for k in parts[0].extra},
+        )
+        flag = self._flags(est)
+        lam = torch.where(flag, torch.full_like(est.lam, float("nan")), est.lam)
+        ctx.cache["fisher/lambda"] = lam.detach().double().cpu()
+        ctx.cache["fisher/input_space"] = self.input_space
+        ctx.cache["fisher/estimator"] = estimator
+        scalars = self._scalars(lam, est, flag, estimator)
+        scalars.update(self._aurocs(ctx, lam, flag))
+        N = len(ctx.data)
+        per_sample = {
+            "lambda": _pad(lam, N),
+            "trace": _pad(est.trace, N),
+            "flag": _pad(flag.to(lam.dtype), N),
+        }
+        per_sample.update({k: _pad(v.to(torch.float64), N) for k, v in est.extra.items()})
+        return MetricResult(scalars=scalars, per_sample=per_sample)
+
+    # --- planning and bookkeeping -------------------------------------------------------------------------
+
+    def _plan(self, x: Tensor, ctx: EvalContext) -> tuple[str, int, int]:
+        """Resolve ``auto``, the chunk of samples per estimator call and the forward batch size.
+
+        Refuses a G-based estimator whose G does not fit ``memory_budget_gb`` for even one sample.
+        """
+        K = ctx.num_classes
+        D = x[0].numel()
+        bytes_per_value = x.element_size()
+        budget = self.memory_budget_gb * 2**30
+        batch = self.batch_size or ctx.batch_size
+        estimator = self.estimator
+        if estimator == "auto":
+            estimator = choose_estimator(K, D, bytes_per_value, budget, self.max_exact_classes)
+            if estimator != "exact":
+                log.info(
+                    "metric.fisher: estimator=auto chose lanczos (K=%d, max_exact_classes=%d, "
+                    "G needs %.2f GiB per sample, memory_budget_gb=%g)",
+                    K,
+                    self.max_exact_classes,
+                    K * D * bytes_per_value / 2**30,
+                    self.memory_budget_gb,
+                )
+        per_sample = {
+            "blackbox": self.blackbox_directions * D * bytes_per_value * 4,  # V, the ± queries and slack
+        }.get(estimator, K * D * bytes_per_value if estimator in _NEEDS_G else 0)
+        if per_sample > budget:
+            raise MemoryError(
+                f"metric.fisher.estimator={estimator} needs {per_sample / 2**30:.2f} GiB per sample "
+                f"(K={K} classes × D={D} inputs × {bytes_per_value} bytes for the gradient matrix G), above "
+                f"metric.fisher.memory_budget_gb={self.memory_budget_gb}. Use metric.fisher.estimator=lanczos "
+                "(matrix-free) or raise metric.fisher.memory_budget_gb."
+            )
+        chunk = max(1, min(batch, int(budget // per_sample))) if per_sample else batch
+        return estimator, chunk, batch
+
+    def _flags(self, est: FisherEstimate) -> Tensor:
+        """Samples with non-finite log-probabilities or estimates: excluded from every statistic."""
+        flag = ~torch.isfinite(est.log_p).all(-1) | ~torch.isfinite(est.lam)
+        n_flagged = int(flag.sum())
+        if n_flagged:
+            warnings.warn(
+                f"metric.fisher: {n_flagged} of {flag.numel()} samples have non-finite gradients or "
+                "probabilities; they are flagged (per-sample `flag`) and excluded from the statistics.",
+                stacklevel=3,
+            )
+        return flag
+
+    def _scalars(self, lam: Tensor, est: FisherEstimate, flag: Tensor, estimator: str) -> dict[str, float]:
+        ok = ~flag
+        values = lam[ok].double()
+        mean = float(values.mean()) if values.numel() else float("nan")
+        stats = {
+            "mean": mean,
+            "median": float(values.median()) if values.numel() else float("nan"),
+            "p90": float(torch.quantile(values, 0.9)) if values.numel() else float("nan"),
+            "max": float(values.max()) if values.numel() else float("nan"),
+            "inv_mean": 1.0 / mean if mean > 0 else float("nan"),
+            "trace_mean": _nanmean(est.trace[ok]),
+            "n": float(flag.numel()),
+            "n_flagged": float(flag.sum()),
+        }
+        extra = {k: v[ok] for k, v in est.extra.items()}
+        if "iterations" in extra:
+            stats["iterations_mean"] = _nanmean(extra["iterations"])
+            stats["iterations_max"] = float(extra["iterations"].max()) if extra["iterations"].numel() else 0.0
+            stats["converged_frac"] = _nanmean(extra["converged"])
+            stats["tol"] = self.lanczos_tol if estimator == "lanczos" else self.power_tol
+            stats["max_iter"] = float(
+                self.lanczos_max_iter if estimator == "lanczos" else self.power_max_iter
+            )
+        if estimator == "blackbox":
+            stats["queries"] = float(1 + 2 * self.blackbox_directions)
+            stats["bb_max_mean"] = _nanmean(extra["bb_max"])
+            stats["bb_trace_mean"] = _nanmean(est.trace[ok])
+        if estimator == "trace":
+            stats["hutchinson_mean"] = _nanmean(extra["trace_hutchinson"])
+            stats["hutchinson_se_mean"] = _nanmean(extra["trace_hutchinson_se"])
+        if estimator == "lanczos":
+            stats["trace_probes"] = float(self.trace_probes)
+        return stats
+
+    def _aurocs(self, ctx: EvalContext, lam: Tensor, flag: Tensor) -> dict[str, float]:
+        """auroc_fooled/<attack>: how well λ (high = fragile) predicts that the attack fools a sample."""
+        out: dict[str, float] = {}
+        n = lam.numel()
+        ok = (~flag).cpu().numpy()
+        scores = lam.double().cpu().numpy()[ok]
+        for attack, fooled in ctx.attack_fooled.items():
+            if fooled.numel() < n:
+                log.warning(
+                    "metric.fisher: attack_fooled[%s] has %d < %d entries; skipped", attack, fooled.numel(), n
+                )
+                continue
+            labels = fooled[:n].bool().cpu().numpy()[ok]
+            value = auroc(scores, labels)
+            if math.isnan(value):
+                log.info("metric.fisher: auroc_fooled/%s is NaN: only one class (all or none fooled)", attack)
+            out[f"auroc_fooled/{attack}"] = value
+        return out
+
+    # --- estimators on one chunk --------------------------------------------------------------------------
+
+    def _exact(self, fn: Logits, x: Tensor, generator: torch.Generator, batch: int) -> FisherEstimate:
+        log_p, G, p = self._gradients(fn, x)
+        return FisherEstimate(lambda_max_exact(p, G), trace_exact(p, G), log_p)
+
+    def _power(self, fn: Logits, x: Tensor, generator: torch.Generator, batch: int) -> FisherEstimate:
+        log_p, G, p = self._gradients(fn, x)
+        lam, iters, converged = power_iteration(p, G, tol=self.power_tol, max_iter=self.power_max_iter)
+        extra = {"iterations": iters.to(lam.dtype), "converged": converged.to(lam.dtype)}
+        return FisherEstimate(lam, trace_exact(p, G), log_p, extra)
+
+    def _srp_maxrq(self, fn: Logits, x: Tensor, generator: torch.Generator, batch: int) -> FisherEstimate:
+        log_p, G, p = self._gradients(fn, x)
+        lam = srp_maxrq(p, G, n_probes=self.srp_probes, generator=generator, probes=self.srp_distribution)
+        return FisherEstimate(lam, trace_exact(p, G), log_p)
+
+    def _trace(self, fn: Logits, x: Tensor, generator: torch.Generator, batch: int) -> FisherEstimate:
+        log_p, G, p = self._gradients(fn, x)
+        tr = trace_exact(p, G)
+        est, se = trace_hutchinson(fn, x, n_probes=self.trace_probes, generator=generator, jvp=self.jvp)
+        return FisherEstimate(tr, tr, log_p, {"trace_hutchinson": est, "trace_hutchinson_se": se})
+
+    def _lanczos(self, fn: Logits, x: Tensor, generator: torch.Generator, batch: int) -> FisherEstimate:
+        res = lanczos(
+            fn, x, generator=generator, tol=self.lanczos_tol, max_iter=self.lanczos_max_iter, jvp=self.jvp
+        )
+        tr, _ = trace_hutchinson(fn, x, n_probes=self.trace_probes, generator=generator, jvp=self.jvp)
+        extra = {"iterations": res.iterations.to(res.lam.dtype), "converged": res.converged.to(res.lam.dtype)}
+        return FisherEstimate(res.lam, tr, res.log_p, extra)
+
+    def _blackbox(self, fn: Logits, x: Tensor, generator: torch.Generator, batch: int) -> FisherEstimate:
+        res = blackbox(
+            fn,
+            x,
+            generator=generator,
+            n_directions=self.blackbox_directions,
+            step=self.blackbox_step,
+            query_batch=batch,
+        )
+        return FisherEstimate(res.rayleigh_ritz, res.trace, res.log_p, {"bb_max": res.max_quadratic})
+
+    @staticmethod
+    def _gradients(fn: Logits, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(log_p, G, p) with non-finite gradient rows zeroed so one bad sample cannot break eigvalsh."""
+        log_p, G = class_gradients(fn, x)
+        bad = ~torch.isfinite(G).all(-1).all(-1) | ~torch.isfinite(log_p).all(-1)  # (B,)
+        if bool(bad.any()):
+            G[bad] = 0.0
+            log_p = log_p.clone()
+            log_p[bad] = float("nan")  # flagged downstream
+        p = torch.where(bad.unsqueeze(-1), torch.zeros_like(log_p), log_p.exp())
+        return log_p, G, p
+
+
+def _pad(values: Tensor, length: int) -> np.ndarray:
+    """float64 numpy column of ``length`` with NaN after the evaluated samples."""
+    out = np.full(length, np.nan)
+    out[: values.numel()] = values.detach().double().cpu().numpy()
+    return out
+
+
+def _nanmean(values: Tensor) -> float:
+    values = values.double()
+    values = values[torch.isfinite(values)]
+    return float(values.mean()) if values.numel() else float("nan")

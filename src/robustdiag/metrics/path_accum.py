@@ -1,0 +1,84 @@
+"""Streaming per-class event counters for every labelling (real + permuted) at once.
+
+For one layer and one event, ``counts[r * K + k, e]`` is the number of samples with label k under
+labelling r whose event e fired. One batch adds ``onehot^T @ events`` (a single matrix product for all
+labellings). Counts are float32: exact for integers below 2**24 per class.
+
+Naive Bayes (``separation=naive_bayes``) stays streaming because the run orders samples as a *fit* half
+followed by a *test* half (balanced, n // 2 per class first): when the fit half is done the counters are
+turned into Bernoulli naive-Bayes weights (Laplace smoothing, alpha = 1; uniform class prior), and every
+test-half sample is scored as it streams past. Accuracy = fraction of test samples whose argmax class
+equals their label, per labelling.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def onehot_rows(labellings: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.Tensor:
+    """Transposed one-hot of every labelling: row r*K + k, column b. (L*K, B)."""
+    count, batch = labellings.shape
+    rows = labellings + num_classes * torch.arange(count, device=labellings.device)[:, None]  # (L, B)
+    onehot = torch.zeros(count * num_classes, batch, dtype=dtype, device=labellings.device)
+    return onehot.scatter_(0, rows, 1.0)
+
+
+class EventCounters:
+    """Counters of one event family of one layer: ``counts`` (L*K, width), plus naive-Bayes scoring."""
+
+    def __init__(
+        self, rows: int, width: int, *, naive_bayes: bool, device: torch.device, dtype: torch.dtype = torch.float32
+    ) -> None:
+        self.counts = torch.zeros(rows, width, dtype=dtype, device=device)
+        self.naive_bayes = naive_bayes
+        self.nb_log_odds: torch.Tensor | None = None  # (L*K, width) once the fit half is done
+        self.nb_bias: torch.Tensor | None = None  # (L*K,)
+        self.scores: torch.Tensor | None = None  # (B, L*K) of the current test batch
+        self.nb_correct: torch.Tensor | None = None  # (L,) correct test predictions
+        self.nb_tested = 0
+
+    def begin_batch(self, batch: int) -> None:
+        """Start scoring a test-half batch (no-op before the fit half is done)."""
+        if self.nb_bias is not None:
+            self.scores = self.nb_bias.expand(batch, -1).clone()  # (B, L*K)
+
+    def add(self, onehot: torch.Tensor, events: torch.Tensor, c0: int, c1: int) -> None:
+        """Count ``events`` (B, c1-c0) bool for columns [c0, c1); ``onehot`` (L*K, B)."""
+        fired = events.to(self.counts.dtype)  # (B, Cc)
+        self.counts[:, c0:c1].addmm_(onehot, fired)
+        if self.scores is not None:
+            assert self.nb_log_odds is not None
+            self.scores.addmm_(fired, self.nb_log_odds[:, c0:c1].T)
+
+    def end_batch(self, labellings: torch.Tensor, num_classes: int) -> None:
+        """Tally naive-Bayes predictions of the test batch against ``labellings`` (L, B)."""
+        if self.scores is None:
+            return
+        count, batch = labellings.shape
+        predicted = self.scores.reshape(batch, count, num_classes).argmax(-1).T  # (L, B)
+        correct = (predicted == labellings).sum(-1)  # (L,)
+        self.nb_correct = correct if self.nb_correct is None else self.nb_correct + correct
+        self.nb_tested += batch
+        self.scores = None
+
+    def fit_naive_bayes(self, class_counts: torch.Tensor) -> None:
+        """Freeze the fit-half counters into NB weights. ``class_counts`` (L*K,) fit samples per row."""
+        if not self.naive_bayes:
+            return
+        n = class_counts.to(self.counts.dtype)[:, None]  # (L*K, 1)
+        log_off = torch.log(n - self.counts + 1)  # log (1 - p) + log(n + 2), Laplace-smoothed
+        self.nb_bias = log_off.sum(-1) - self.counts.shape[1] * torch.log(n[:, 0] + 2)  # (L*K,)
+        self.nb_log_odds = torch.log(self.counts + 1).sub_(log_off)  # log p - log (1 - p)
+
+    def nb_accuracy(self) -> torch.Tensor:
+        """Held-out naive-Bayes accuracy per labelling. (L,)"""
+        if self.nb_correct is None or self.nb_tested == 0:
+            raise RuntimeError("naive Bayes has no test samples: samples_per_class must be at least 2")
+        return self.nb_correct.double() / self.nb_tested
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the counters (and NB weights)."""
+        extra = 2 if self.naive_bayes else 1
+        return self.counts.numel() * self.counts.element_size() * extra

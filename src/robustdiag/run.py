@@ -1,0 +1,406 @@
+"""One grid point: data -> labels regime -> model -> train (or load) -> evaluate -> record.
+
+This is the edge where the Hydra config becomes objects; everything below it takes plain values.
+The evaluation order is: clean accuracy, attacks (their per-sample flags feed the Fisher AUROC),
+diagnostics on clean data, then every shift x severity with accuracy and the diagnostics that are
+recomputed under shift, on the same samples.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from robustdiag.data import DataBundle, balanced_subset
+from robustdiag.models import Classifier, build_model
+from robustdiag.records import (
+    METRICS_FILE,
+    PER_LAYER_FILE,
+    PER_SAMPLE_FILE,
+    NullLogger,
+    RunRecord,
+    provenance,
+    read_json,
+    write_table,
+)
+from robustdiag.train import CheckpointStore, Regime, accuracy_and_loss, corrupt_labels, fit, predict_logits
+from robustdiag.types import EvalContext, EvalSet, Metric, MetricResult
+
+log = logging.getLogger("robustdiag")
+
+# Bump when the training loop changes in a way that invalidates cached checkpoints.
+TRAIN_CODE_VERSION = 1
+# Keys of the training-relevant config: what the checkpoint cache is keyed by.
+TRAIN_KEYS = ("model", "data", "train", "seed")
+
+
+@dataclass
+class Tables:
+    """Per-sample columns (joined on the evaluation sample order) and per-layer rows."""
+
+    per_sample: dict[str, np.ndarray] = field(default_factory=dict)
+    per_layer: list[dict[str, Any]] = field(default_factory=list)
+
+    def add_metric(self, name: str, condition: str, result: MetricResult) -> None:
+        prefix = f"metric/{name}" if condition == "clean" else f"metric/{name}/{condition}"
+        for column, values in result.per_sample.items():
+            self.per_sample[f"{prefix}/{column}"] = np.asarray(values)
+        self.per_layer += [{"metric": name, "condition": condition, **row} for row in result.per_layer]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; anything else is passed to ``torch.device``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r} but CUDA is not available here; use device=cpu or device=auto")
+    return device
+
+
+def config_hash(cfg: DictConfig, keys: tuple[str, ...]) -> str:
+    """A short stable hash of the resolved sub-config ``keys`` of ``cfg``."""
+    payload = {k: OmegaConf.to_container(cfg[k], resolve=True) if isinstance(cfg[k], DictConfig) else cfg[k] for k in keys}
+    payload["_train_code_version"] = TRAIN_CODE_VERSION
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def selected(group: DictConfig | None) -> dict[str, DictConfig]:
+    """The options of a multi-select group (``shift``, ``attack``, ``metric``): nodes with ``_target_``."""
+    if group is None:
+        return {}
+    return {k: v for k, v in group.items() if isinstance(v, DictConfig) and "_target_" in v}
+
+
+@contextmanager
+def timed(record: dict[str, float], key: str):
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        record[f"time/{key}_s"] = round(time.perf_counter() - start, 3)
+
+
+def already_complete(out_dir: Path, identity: str) -> bool:
+    """Whether ``out_dir`` holds a complete record of the same configuration."""
+    previous = read_json(out_dir / METRICS_FILE)
+    return bool(previous and previous.get("status") == "complete" and previous.get("config/hash") == identity)
+
+
+def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any] | None:
+    """Run one grid point, writing its record into ``out_dir``. Returns the flat record."""
+    identity = config_hash(cfg, tuple(k for k in cfg if k not in ("hydra",)))
+    if cfg.skip_complete and already_complete(out_dir, identity):
+        log.info("%s already holds a complete record of this configuration: skipping", out_dir)
+        return read_json(out_dir / METRICS_FILE)
+    device = resolve_device(cfg.device)
+    record = RunRecord(out_dir)
+    record.update({**identity_keys(cfg), "config/hash": identity, **provenance(device), "run/started": _now()})
+    wandb_logger = instantiate(cfg.logger) if cfg.get("logger") else NullLogger()
+    failed = True
+    try:
+        wandb_logger.start(
+            config=OmegaConf.to_container(cfg, resolve=True),
+            name=f"{cfg.model.name}-{cfg.train.name}-q{cfg.train.q:g}-s{cfg.seed}",
+            group=_group_name(out_dir),
+            directory=out_dir,
+        )
+        values, tables = evaluate_grid_point(cfg, device, out_dir, record)
+        record.update({**values, "run/finished": _now()})
+        record.complete()
+        write_tables(out_dir, tables)
+        mirror_to_wandb(wandb_logger, record.values, tables)
+        failed = False
+        log.info("done: %s", one_line_summary(record.values))
+        return record.values
+    except BaseException as err:
+        record.update({"run/finished": _now()})
+        record.fail(err)
+        raise
+    finally:
+        wandb_logger.finish(failed=failed)
+
+
+def identity_keys(cfg: DictConfig) -> dict[str, Any]:
+    return {
+        "model": cfg.model.name,
+        "data": cfg.data.get("name", "?"),
+        "regime": cfg.train.name,
+        "q": float(cfg.train.q),
+        "labels": "true" if cfg.train.q == 0 else "random" if cfg.train.q == 1 else "noisy",
+        "seed": int(cfg.seed),
+    }
+
+
+def evaluate_grid_point(
+    cfg: DictConfig, device: torch.device, out_dir: Path, record: RunRecord
+) -> tuple[dict[str, Any], Tables]:
+    """Train or load the model, then measure everything the config asks for."""
+    values: dict[str, Any] = {}
+    with timed(values, "data"):
+        bundle: DataBundle = instantiate(cfg.data).load(Path(cfg.cache_dir))
+    torch.manual_seed(cfg.seed)  # initial weights depend on the seed only
+    model = build_model(
+        cfg.model.name,
+        num_classes=bundle.num_classes,
+        in_chans=bundle.channels,
+        img_size=bundle.image_size,
+        mean=bundle.mean,
+        std=bundle.std,
+        small_input_stem=cfg.model.get("small_input_stem"),
+        kwargs=_plain(cfg.model.get("kwargs")),
+    )
+    regime: Regime = instantiate(cfg.train)
+    train_labels = corrupt_labels(bundle.train.labels, q=regime.q, num_classes=bundle.num_classes, seed=cfg.seed)
+    np.save(out_dir / "train_labels.npy", train_labels.numpy())
+    train_hash = config_hash(cfg, TRAIN_KEYS)
+    store = CheckpointStore(Path(cfg.cache_dir) / "checkpoints" / train_hash)
+    values["train/hash"] = train_hash
+    values["train/labels_changed"] = float((train_labels != bundle.train.labels).float().mean())
+    record.update(values)
+    log.info(
+        "training %s on %s (%d classes, %d train images, %dpx), regime %s, q=%.2f, seed %d, device %s",
+        cfg.model.name, bundle.name, bundle.num_classes, len(bundle.train), bundle.image_size,
+        regime.name, regime.q, cfg.seed, device,
+    )  # fmt: skip
+    result = fit(model, bundle.train.images, train_labels, regime, device=device, seed=cfg.seed, store=store)
+    values.update(
+        {
+            "time/train_s": round(result.seconds, 3),
+            "train/epochs": result.epochs,
+            "train/resumed_from": result.resumed_from,
+            "train/cached": result.epochs_run == 0,
+        }
+    )
+    model.eval()
+    with timed(values, "eval"):
+        values.update(clean_accuracies(model, bundle, train_labels, cfg.eval.batch_size))
+        record.update(values)
+        eval_values, tables = evaluate_model(cfg, model, bundle, train_labels, device)
+    values.update(eval_values)
+    return values, tables
+
+
+def clean_accuracies(
+    model: Classifier, bundle: DataBundle, train_labels: torch.Tensor, batch_size: int
+) -> dict[str, float]:
+    """Accuracy and loss on the full train split (trained and true labels) and the full test split."""
+    train_logits = predict_logits(model, bundle.train.images, batch_size=batch_size)
+    test_logits = predict_logits(model, bundle.test.images, batch_size=batch_size)
+    train_acc, train_loss = accuracy_and_loss(train_logits, train_labels)
+    train_true_acc, _ = accuracy_and_loss(train_logits, bundle.train.labels)
+    test_acc, test_loss = accuracy_and_loss(test_logits, bundle.test.labels)
+    return {
+        "clean/train_acc": train_acc,
+        "clean/train_loss": train_loss,
+        "clean/train_true_acc": train_true_acc,
+        "clean/test_acc": test_acc,
+        "clean/test_loss": test_loss,
+    }
+
+
+def eval_sets(
+    bundle: DataBundle, train_labels: torch.Tensor, n: int, seed: int, device: torch.device
+) -> tuple[EvalSet, EvalSet]:
+    """Class-balanced evaluation samples of the test split, and of the train split by trained label."""
+    test_idx = balanced_subset(bundle.test.labels, n, seed, num_classes=bundle.num_classes)
+    n_train = min(n, len(bundle.train))
+    train_idx = balanced_subset(train_labels, n_train, seed, num_classes=bundle.num_classes)
+    test = EvalSet(
+        x=bundle.test.images[test_idx].to(device).float().div_(255),
+        y=bundle.test.labels[test_idx].to(device),
+        index=test_idx.to(device),
+    )
+    train = EvalSet(
+        x=bundle.train.images[train_idx].to(device).float().div_(255),
+        y=bundle.train.labels[train_idx].to(device),
+        index=train_idx.to(device),
+        y_trained=train_labels[train_idx].to(device),
+    )
+    return test, train
+
+
+def evaluate_model(
+    cfg: DictConfig, model: Classifier, bundle: DataBundle, train_labels: torch.Tensor, device: torch.device
+) -> tuple[dict[str, Any], Tables]:
+    """Attacks, diagnostics and shifts on the fixed evaluation samples."""
+    values: dict[str, Any] = {}
+    test, train = eval_sets(bundle, train_labels, cfg.eval.n_samples, cfg.eval.seed, device)
+    logits = predict_logits(model, test.x, batch_size=cfg.eval.batch_size)  # (N, K)
+    pred = logits.argmax(dim=1)
+    tables = Tables(
+        per_sample={
+            "index": test.index.cpu().numpy(),
+            "y": test.y.cpu().numpy(),
+            "pred": pred.cpu().numpy(),
+            "correct": (pred == test.y).cpu().numpy(),
+        }
+    )
+    values["eval/n"] = len(test)
+    values["eval/clean_acc"] = float((pred == test.y).float().mean())
+    fooled = run_attacks(cfg, model, test, values, tables)
+    metrics: dict[str, Metric] = {name: instantiate(node) for name, node in selected(cfg.get("metric")).items()}
+    base = dict(
+        model=model,
+        num_classes=bundle.num_classes,
+        batch_size=cfg.eval.batch_size,
+        seed=cfg.seed,
+        train_data=train,
+        attack_fooled=fooled,
+        input_mean=tuple(bundle.mean),
+        input_std=tuple(bundle.std),
+    )
+    clean_ctx = EvalContext(data=test, logits=logits, **base)
+    clean_scalars = run_metrics(metrics, clean_ctx, "clean", values, tables)
+    run_shifts(cfg, model, test, metrics, base, clean_scalars, values, tables)
+    return values, tables
+
+
+def run_attacks(
+    cfg: DictConfig, model: Classifier, test: EvalSet, values: dict[str, Any], tables: Tables
+) -> dict[str, torch.Tensor]:
+    """Adversarial accuracy per configured attack; returns per-sample fooled flags."""
+    options = selected(cfg.get("attack"))
+    if not options:
+        return {}
+    from robustdiag.attacks import compare_attacks, evaluate_attack
+
+    results = {}
+    for name, node in options.items():
+        attack = instantiate(node)
+        with timed(values, f"attack/{name}"):
+            result = evaluate_attack(attack, model, test.x, test.y, batch_size=cfg.eval.batch_size, seed=cfg.seed)
+        results[name] = result
+        values[f"attack/{name}/acc"] = result.acc
+        tables.per_sample[f"attack/{name}/robust"] = result.robust.cpu().numpy()
+        log.info("attack %s: robust accuracy %.4f (clean %.4f)", name, result.acc, result.clean_acc)
+    if len(results) > 1:
+        compare_attacks(results)
+    return {name: r.fooled.to(test.x.device) for name, r in results.items()}  # clean-correct & flipped
+
+
+def run_metrics(
+    metrics: dict[str, Metric], ctx: EvalContext, condition: str, values: dict[str, Any], tables: Tables
+) -> dict[str, dict[str, float]]:
+    """Every metric on one condition; scalars go to ``values`` under ``metric/<name>[/<condition>]/``."""
+    scalars: dict[str, dict[str, float]] = {}
+    for name, metric in metrics.items():
+        if condition != "clean" and not metric.under_shift:
+            continue
+        with timed(values, f"metric/{name}" if condition == "clean" else f"metric/{name}/{condition}"):
+            result = metric(ctx)
+        prefix = f"metric/{name}" if condition == "clean" else f"metric/{name}/{condition}"
+        values.update({f"{prefix}/{stat}": value for stat, value in result.scalars.items()})
+        tables.add_metric(name, condition, result)
+        scalars[name] = result.scalars
+    return scalars
+
+
+def run_shifts(
+    cfg: DictConfig,
+    model: Classifier,
+    test: EvalSet,
+    metrics: dict[str, Metric],
+    base: dict[str, Any],
+    clean_scalars: dict[str, dict[str, float]],
+    values: dict[str, Any],
+    tables: Tables,
+) -> None:
+    """Accuracy (and the shift-aware diagnostics) under every shift x severity, on the same samples."""
+    options = selected(cfg.get("shift"))
+    if not options:
+        return
+    from robustdiag.shifts import apply_shift
+
+    corruption_accs = []
+    for name, node in options.items():
+        shift = instantiate(node)
+        for severity in shift.severities:
+            condition = f"{name}/{severity}"
+            with timed(values, f"shift/{condition}"):
+                x = apply_shift(
+                    shift, test.x, severity, seed=cfg.seed, batch_size=cfg.eval.batch_size,
+                    index=test.index, y=test.y, model=model,
+                )  # fmt: skip
+                logits = predict_logits(model, x, batch_size=cfg.eval.batch_size)
+            correct = logits.argmax(dim=1) == test.y
+            values[f"shift/{condition}/acc"] = float(correct.float().mean())
+            tables.per_sample[f"shift/{condition}/correct"] = correct.cpu().numpy()
+            if not getattr(shift, "adversarial", False) and not name.startswith("adversarial"):
+                corruption_accs.append(values[f"shift/{condition}/acc"])
+            shifted = EvalSet(x=x, y=test.y, index=test.index, condition=condition)
+            ctx = EvalContext(data=shifted, logits=logits, clean=test, **base)
+            shifted_scalars = run_metrics(metrics, ctx, condition, values, tables)
+            for metric_name, stats in shifted_scalars.items():
+                if "excess" in stats and "excess" in clean_scalars.get(metric_name, {}):
+                    drop = clean_scalars[metric_name]["excess"] - stats["excess"]
+                    values[f"metric/{metric_name}/{condition}/excess_drop"] = drop
+        log.info(
+            "shift %s: accuracy %s", name,
+            "  ".join(f"s{s}={values[f'shift/{name}/{s}/acc']:.3f}" for s in shift.severities),
+        )  # fmt: skip
+    if corruption_accs:
+        values["shift/mean_corruption_acc"] = float(np.mean(corruption_accs))
+
+
+def write_tables(out_dir: Path, tables: Tables) -> None:
+    write_table(out_dir / PER_SAMPLE_FILE, pd.DataFrame(tables.per_sample))
+    if tables.per_layer:
+        write_table(out_dir / PER_LAYER_FILE, pd.DataFrame(tables.per_layer))
+
+
+def mirror_to_wandb(logger: NullLogger, values: dict[str, Any], tables: Tables) -> None:
+    """Summary metrics, the per-layer table and the lambda histogram to W&B (best effort)."""
+    logger.log_summary({k: v for k, v in values.items() if isinstance(v, (int, float, str, bool)) or v is None})
+    if tables.per_layer:
+        logger.log_table("per_layer", pd.DataFrame(tables.per_layer))
+    if "metric/fisher/lambda" in tables.per_sample:
+        logger.log_histogram("fisher/lambda", tables.per_sample["metric/fisher/lambda"])
+
+
+def one_line_summary(values: dict[str, Any]) -> str:
+    """``model/data/regime seed: train 1.000 test 0.912 pgd_linf 0.01 fisher 3.2 ...`` for the log."""
+    parts = [f"{values['model']}/{values['data']}/{values['regime']} seed {values['seed']}:"]
+    parts.append(f"train {values.get('clean/train_acc', float('nan')):.3f}")
+    parts.append(f"test {values.get('clean/test_acc', float('nan')):.3f}")
+    for key, value in values.items():
+        if key.startswith("attack/") and key.endswith("/acc"):
+            parts.append(f"{key.split('/')[1]} {value:.3f}")
+    if "shift/mean_corruption_acc" in values:
+        parts.append(f"corruptions {values['shift/mean_corruption_acc']:.3f}")
+    for key, label in (
+        ("metric/fisher/mean", "fisher"),
+        ("metric/path_separation/excess", "path-excess"),
+        ("metric/activation_separation/excess", "act-excess"),
+    ):
+        if key in values and values[key] is not None:
+            parts.append(f"{label} {values[key]:.4g}")
+    total = sum(v for k, v in values.items() if k in ("time/train_s", "time/eval_s", "time/data_s"))
+    parts.append(f"({total:.0f}s)")
+    return " ".join(parts)
+
+
+def _group_name(out_dir: Path) -> str:
+    """The W&B group: the sweep directory's name for multirun jobs, else the run directory's."""
+    return out_dir.parent.name if out_dir.name.isdigit() else out_dir.name
+
+
+def _plain(node: Any) -> dict[str, Any]:
+    """A resolved plain dict of a config node (None -> {})."""
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node or {})
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -1,0 +1,68 @@
+"""Distribution shifts: Hendrycks & Dietterich corruptions as batched tensor ops, published files, adversarial.
+
+Every shift satisfies :class:`robustdiag.types.Shift`; YAML files in ``conf/shift/`` name them by
+``_target_``. Run one over a large tensor with :func:`apply_shift`.
+"""
+
+from robustdiag.shifts.adversarial import AdversarialShift, NoShift
+from robustdiag.shifts.apply import apply_shift, make_generator, shift_seed
+from robustdiag.shifts.base import SEVERITY_RANGE, TABLE_CHOICES, Corruption, check_severity
+from robustdiag.shifts.blur import DefocusBlur, GaussianBlur, MotionBlur, ZoomBlur
+from robustdiag.shifts.digital import Brightness, Contrast, ElasticTransform, Pixelate, Saturate
+from robustdiag.shifts.files import CorruptionFiles
+from robustdiag.shifts.jpeg import JpegCompression, jpeg_roundtrip
+from robustdiag.shifts.noise import GaussianNoise, ImpulseNoise, ShotNoise, SpeckleNoise
+from robustdiag.shifts.weather import Fog, plasma_fractal
+
+CORRUPTIONS: dict[str, type[Corruption]] = {
+    cls.name: cls
+    for cls in (
+        GaussianNoise,
+        ShotNoise,
+        ImpulseNoise,
+        SpeckleNoise,
+        DefocusBlur,
+        GaussianBlur,
+        MotionBlur,
+        ZoomBlur,
+        Fog,
+        Brightness,
+        Contrast,
+        Saturate,
+        ElasticTransform,
+        Pixelate,
+        JpegCompression,
+    )
+}
+"""The computed corruptions by record name (for tests and benchmarks; configs use ``_target_``)."""
+
+__all__ = [
+    "CORRUPTIONS",
+    "SEVERITY_RANGE",
+    "TABLE_CHOICES",
+    "AdversarialShift",
+    "Brightness",
+    "Contrast",
+    "Corruption",
+    "CorruptionFiles",
+    "DefocusBlur",
+    "ElasticTransform",
+    "Fog",
+    "GaussianBlur",
+    "GaussianNoise",
+    "ImpulseNoise",
+    "JpegCompression",
+    "MotionBlur",
+    "NoShift",
+    "Pixelate",
+    "Saturate",
+    "ShotNoise",
+    "SpeckleNoise",
+    "ZoomBlur",
+    "apply_shift",
+    "check_severity",
+    "jpeg_roundtrip",
+    "make_generator",
+    "plasma_fractal",
+    "shift_seed",
+]

@@ -1,0 +1,214 @@
+"""Contracts every computed corruption satisfies: shape, dtype, range, severities, seeds, grey-scale."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from shift_images import natural_images
+
+from robustdiag.shifts import CORRUPTIONS, Corruption, GaussianNoise, Saturate
+from robustdiag.types import Shift
+
+NAMES = sorted(CORRUPTIONS)
+RANDOM = {"gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "motion_blur", "fog", "elastic_transform"}
+COLOUR = {"brightness", "saturate", "jpeg_compression"}
+
+# Where the benchmark's own table is not monotone in strength, the distance from clean need not grow:
+#  * saturate: severities 1-2 desaturate (x0.3, x0.1), 3-5 oversaturate, so 3 is closer to clean than 2;
+#  * elastic_transform: the table shrinks the affine jitter while it grows the displacement field;
+#  * motion_blur (CIFAR): severities 3 and 4 are (radius 6, sigma 2) and (8, 2); the extra taps weigh
+#    < 0.3 %, a near tie;
+#  * fog (ImageNet-C): severities 3 and 4 share the strength 2.5 and differ only in the fractal's decay.
+NOT_MONOTONE = {"saturate": {(1, 2), (3, 4), (4, 5)}, "elastic_transform": set()}  # pairs that still grow
+NEAR_TIES = {"cifar": {"motion_blur": {(3, 4)}}, "imagenet": {"fog": {(3, 4)}}}
+
+
+def generator(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def mean_distances(shift: Corruption, x: torch.Tensor) -> list[float]:
+    return [float((shift(x, s, generator=generator()) - x).abs().mean()) for s in range(1, 6)]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_satisfies_shift_protocol(name: str) -> None:
+    shift = CORRUPTIONS[name]()
+    assert isinstance(shift, Shift)
+    assert shift.name == name
+    assert tuple(shift.severities) == (1, 2, 3, 4, 5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_output_in_unit_range_with_input_shape_and_dtype(name: str, dtype: torch.dtype) -> None:
+    x = natural_images(3, 3, 20, 28, seed=1).to(dtype)  # non-square, not a multiple of 8
+    shift = CORRUPTIONS[name]()
+    for severity in (1, 5):
+        out = shift(x, severity, generator=generator())
+        assert out.shape == x.shape and out.dtype == dtype and out.device == x.device
+        assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+        assert torch.isfinite(out.float()).all()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_severity_changes_the_images(name: str, images: torch.Tensor) -> None:
+    distances = mean_distances(CORRUPTIONS[name](), images)
+    assert min(distances) > 1e-4, distances
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize(("table", "size"), [("cifar", 32), ("imagenet", 64)])
+def test_distance_from_clean_grows_with_severity(name: str, table: str, size: int) -> None:
+    if name in NOT_MONOTONE and not NOT_MONOTONE[name]:
+        pytest.skip(f"{name}: the benchmark's table is not monotone (see NOT_MONOTONE)")
+    x = natural_images(16, 3, size, seed=2).float()
+    distances = mean_distances(CORRUPTIONS[name](table=table), x)
+    pairs = NOT_MONOTONE.get(name, {(s, s + 1) for s in range(1, 5)})
+    for severity in sorted(s for s, _ in pairs):
+        lower, upper = distances[severity - 1], distances[severity]
+        if (severity, severity + 1) in NEAR_TIES.get(table, {}).get(name, set()):
+            assert upper >= lower - 0.02 * lower, distances
+        else:
+            assert upper > lower, distances
+
+
+@pytest.mark.parametrize("name", sorted(RANDOM))
+def test_same_seed_same_images_other_seed_other_images(name: str, images: torch.Tensor) -> None:
+    shift = CORRUPTIONS[name]()
+    first = shift(images, 3, generator=generator(7))
+    again = shift(images, 3, generator=generator(7))
+    other = shift(images, 3, generator=generator(8))
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)
+
+
+@pytest.mark.parametrize("name", sorted(set(NAMES) - RANDOM))
+def test_deterministic_corruptions_ignore_the_generator(name: str, images: torch.Tensor) -> None:
+    shift = CORRUPTIONS[name]()
+    assert torch.equal(shift(images, 2, generator=generator(1)), shift(images, 2, generator=generator(2)))
+
+
+@pytest.mark.parametrize("name", sorted(set(NAMES) - {"saturate"}))
+def test_grey_scale_images(name: str) -> None:
+    x = natural_images(4, 1, 16, seed=3).float()
+    out = CORRUPTIONS[name]()(x, 4, generator=generator())
+    assert out.shape == x.shape and 0 <= float(out.min()) and float(out.max()) <= 1
+    assert float((out - x).abs().mean()) > 1e-4
+
+
+def test_grey_scale_brightness_adds_to_the_value() -> None:
+    x = natural_images(2, 1, 8).float()
+    out = CORRUPTIONS["brightness"](table="cifar")(x, 5, generator=generator())
+    torch.testing.assert_close(out, (x + 0.3).clamp(0, 1))
+
+
+def test_grey_scale_saturate_is_identity_with_a_warning() -> None:
+    x = natural_images(2, 1, 8).float()
+    with pytest.warns(UserWarning, match="grey-scale"):
+        out = Saturate()(x, 5, generator=generator())
+    assert torch.equal(out, x)
+
+
+def test_grey_rgb_image_is_unchanged_by_saturate() -> None:
+    grey = natural_images(2, 1, 16).float().expand(2, 3, 16, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = Saturate()(grey, 3, generator=generator())
+    torch.testing.assert_close(out, grey)
+
+
+@pytest.mark.parametrize("name", sorted(COLOUR))
+def test_colour_corruptions_reject_other_channel_counts(name: str) -> None:
+    with pytest.raises(ValueError, match=r"C=3.*C=1.*got C=2"):
+        CORRUPTIONS[name]()(torch.rand(1, 2, 8, 8), 1, generator=generator())
+
+
+@pytest.mark.parametrize("bad", [0, 6, -1, 2.5, "3", True, None])
+def test_severity_outside_1_to_5_names_the_shift_and_range(bad: object, images: torch.Tensor) -> None:
+    with pytest.raises(ValueError, match=r"gaussian_noise: severity .*\[1, 2, 3, 4, 5\]"):
+        GaussianNoise()(images, bad, generator=generator())  # type: ignore[arg-type]
+
+
+def test_numpy_and_torch_integer_severities_are_accepted(images: torch.Tensor) -> None:
+    import numpy as np
+
+    shift = GaussianNoise()
+    expected = shift(images, 2, generator=generator())
+    assert torch.equal(shift(images, np.int64(2), generator=generator()), expected)  # type: ignore[arg-type]
+    assert torch.equal(shift(images, torch.tensor(2), generator=generator()), expected)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"severities": [0, 1]}, r"gaussian_noise: severity must be one of \[1, 2, 3, 4, 5\], got 0"),
+        ({"severities": []}, "must not be empty"),
+        ({"severities": 3}, "list of integers"),
+        ({"table": "svhn"}, r"table must be one of \['auto', 'cifar', 'tinyimagenet', 'imagenet'\]"),
+        ({"name": ""}, "name must be a non-empty string"),
+    ],
+)
+def test_bad_construction_arguments(kwargs: dict[str, object], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        GaussianNoise(**kwargs)  # type: ignore[arg-type]
+
+
+def test_jpeg_rejects_unknown_dct() -> None:
+    with pytest.raises(ValueError, match=r"dct must be one of \['islow', 'float'\]"):
+        CORRUPTIONS["jpeg_compression"](dct="fast")  # type: ignore[call-arg]
+
+
+def test_inputs_must_be_float_images() -> None:
+    with pytest.raises(ValueError, match=r"contrast: expected images of shape \(B, C, H, W\)"):
+        CORRUPTIONS["contrast"]()(torch.rand(3, 8, 8), 1, generator=generator())
+    with pytest.raises(ValueError, match="expected float pixels"):
+        CORRUPTIONS["contrast"]()(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), 1, generator=generator())
+
+
+def test_custom_name_and_severities() -> None:
+    shift = GaussianNoise(severities=[1, 3], name="noise_a")
+    assert shift.name == "noise_a" and shift.severities == (1, 3)
+
+
+def test_table_choice_by_image_size() -> None:
+    shift = GaussianNoise()
+    assert shift.params(5, 32, 32) == 0.10  # CIFAR-10-C
+    assert shift.params(5, 64, 64) == 0.38  # ImageNet-C
+    assert GaussianNoise(table="tinyimagenet").params(5, 64, 64) == 0.18
+
+
+def test_spatial_parameters_scale_with_the_image() -> None:
+    blur = CORRUPTIONS["gaussian_blur"]()
+    assert blur.resolved_param(5, 224, 224) == pytest.approx(6.0)  # ImageNet-C at its own size
+    assert blur.resolved_param(5, 112, 112) == pytest.approx(3.0)
+    assert blur.resolved_param(5, 32, 32) == pytest.approx(1.0)  # CIFAR-10-C at its own size
+    assert blur.resolved_param(5, 8, 8) == pytest.approx(1.0)  # no scaling below 32 px
+    assert CORRUPTIONS["gaussian_blur"](scale_spatial=False).resolved_param(5, 112, 112) == 6.0
+    elastic = CORRUPTIONS["elastic_transform"]()
+    assert elastic.resolved_param(5, 32, 32) == pytest.approx((3.2, 0.96, 0.96))  # IMSIZE * (0.1, .03, .03)
+    assert elastic.resolved_param(5, 16, 16) == pytest.approx((1.6, 0.48, 0.48))  # relative to the image
+
+
+def test_elastic_severity_one_on_cifar_is_a_pure_affine_warp() -> None:
+    # CIFAR-10-C elastic severity 1 has alpha = sigma = 0: with zero affine jitter it is the identity
+    shift = CORRUPTIONS["elastic_transform"]()
+    x = natural_images(2, 3, 32).float()
+    geom = shift.geometry(32, 32)
+    draws = {"affine": torch.zeros(2, 3, 2), "field": torch.rand(2, 2, 32, 32) * 2 - 1}
+    torch.testing.assert_close(shift.apply(x, shift.params(1, 32, 32), geom, draws), x)
+
+
+def test_contrast_matches_its_formula() -> None:
+    x = natural_images(2, 3, 8)
+    out = CORRUPTIONS["contrast"]()(x, 3, generator=generator())
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    torch.testing.assert_close(out, ((x - mean) * 0.4 + mean).clamp(0, 1))
+
+
+def test_corruptions_do_not_track_gradients(images: torch.Tensor) -> None:
+    x = images.clone().requires_grad_(True)
+    out = CORRUPTIONS["gaussian_blur"]()(x, 2, generator=generator())
+    assert not out.requires_grad

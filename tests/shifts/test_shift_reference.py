@@ -1,0 +1,170 @@
+"""The batched torch corruptions against independent per-image NumPy / SciPy / Pillow implementations.
+
+Random corruptions are compared given the same random draws, so every comparison is exact (float64) except
+where Pillow rounds to 8 bits (pixelate) or is the reference itself (JPEG, compared bit for bit).
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from scipy import ndimage
+from shift_images import natural_images, quantised
+
+from robustdiag.shifts import CORRUPTIONS, jpeg_roundtrip, plasma_fractal
+from robustdiag.shifts import reference as ref
+from robustdiag.shifts.ops import correlate1d, pil_box_weights, resize_matrices
+
+PER_CHANNEL = {"noise", "counts", "flip", "salt"}  # draws shaped like the images
+
+
+def per_image_draws(draws: dict[str, torch.Tensor], b: int) -> dict[str, np.ndarray]:
+    """Slice image ``b`` out of batched torch draws, in the reference's (H, W, C) layout."""
+    out = {}
+    for key, value in draws.items():
+        item = value[b].numpy()
+        out[key] = item.transpose(1, 2, 0) if key in PER_CHANNEL else item
+    return out
+
+
+def torch_and_reference(name: str, x: torch.Tensor, severity: int, table: str) -> tuple[np.ndarray, np.ndarray]:
+    """Corrupt ``x`` with the torch shift and, with the same draws, with the per-image reference."""
+    shift = CORRUPTIONS[name](table=table)
+    h, w = x.shape[-2:]
+    geom = shift.geometry(h, w)
+    param = shift.params(severity, h, w)
+    draws = shift.sample(x, param, geom, torch.Generator().manual_seed(severity))
+    ours = shift.apply(x, param, geom, draws).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    pixel_param = shift.resolved_param(severity, h, w)
+    theirs = np.stack(
+        [
+            np.clip(ref.REFERENCES[name].apply(x[b].permute(1, 2, 0).numpy(), pixel_param, per_image_draws(draws, b)), 0, 1)
+            for b in range(x.shape[0])
+        ]
+    )
+    return ours, theirs
+
+
+EXACT = sorted(set(CORRUPTIONS) - {"pixelate", "jpeg_compression"})
+
+
+@pytest.mark.parametrize("name", EXACT)
+@pytest.mark.parametrize(("table", "height", "width"), [("cifar", 32, 32), ("imagenet", 40, 48)])
+def test_matches_reference_given_the_same_draws(name: str, table: str, height: int, width: int) -> None:
+    x = natural_images(2, 3, height, width, seed=5)
+    for severity in (1, 3, 5):
+        ours, theirs = torch_and_reference(name, x, severity, table)
+        np.testing.assert_allclose(ours, theirs, atol=1e-10, err_msg=f"{name} severity {severity}")
+
+
+@pytest.mark.parametrize("table", ["cifar", "imagenet"])
+def test_pixelate_matches_pillow_up_to_its_8_bit_rounding(table: str) -> None:
+    x = quantised(natural_images(3, 3, 32, seed=6))
+    for severity in range(1, 6):
+        ours, theirs = torch_and_reference("pixelate", x, severity, table)
+        assert np.abs(ours - theirs).max() <= 1.0 / 255 + 1e-9
+
+
+@pytest.mark.parametrize(("in_size", "out_size"), [(32, 30), (32, 20), (30, 32), (224, 56), (7, 3), (3, 7)])
+def test_box_resampling_weights_equal_pillow_on_float_images(in_size: int, out_size: int) -> None:
+    image = np.random.default_rng(0).random((in_size, in_size)).astype(np.float32)
+    expected = np.asarray(Image.fromarray(image, mode="F").resize((out_size, out_size), Image.BOX))
+    weights = pil_box_weights(in_size, out_size)
+    ours = resize_matrices(torch.from_numpy(image).double()[None, None], weights, weights)[0, 0].numpy()
+    np.testing.assert_allclose(ours, expected, atol=1e-5)
+
+
+def pillow_jpeg(x: torch.Tensor, quality: int, subsampling: int) -> np.ndarray:
+    """Pillow's JPEG round trip of each image of (B, C, H, W); returns (B, H, W, C) levels."""
+    out = []
+    for image in x:
+        levels = (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        picture = Image.fromarray(levels[..., 0] if image.shape[0] == 1 else levels)
+        buffer = io.BytesIO()
+        picture.save(buffer, "JPEG", quality=quality, subsampling=subsampling)
+        decoded = np.asarray(Image.open(buffer), dtype=np.float64)
+        out.append(decoded.reshape(image.shape[1], image.shape[2], image.shape[0]))
+    return np.stack(out)
+
+
+@pytest.mark.parametrize(("height", "width"), [(32, 32), (30, 17), (8, 8), (3, 5)])
+@pytest.mark.parametrize("quality", [80, 40, 7])
+@pytest.mark.parametrize(("channels", "subsample", "subsampling"), [(3, True, 2), (3, False, 0), (1, True, 2)])
+def test_jpeg_equals_pillow_bit_for_bit(
+    height: int, width: int, quality: int, channels: int, subsample: bool, subsampling: int
+) -> None:
+    x = quantised(natural_images(2, channels, height, width, seed=7))
+    ours = jpeg_roundtrip(x, quality, subsample_chroma=subsample).permute(0, 2, 3, 1).numpy() * 255
+    np.testing.assert_array_equal(np.round(ours), pillow_jpeg(x, quality, subsampling))
+
+
+def test_jpeg_with_the_float_dct_stays_within_a_level_of_pillow() -> None:
+    x = quantised(natural_images(4, 3, 32, seed=8))
+    ours = jpeg_roundtrip(x, 50, dct="float").permute(0, 2, 3, 1).numpy() * 255
+    difference = np.abs(ours - pillow_jpeg(x, 50, 2))
+    assert difference.mean() < 1.0
+    assert np.abs(ours - x.permute(0, 2, 3, 1).numpy() * 255).mean() > 3 * difference.mean()
+
+
+def test_jpeg_quality_tables_follow_libjpeg_scaling() -> None:
+    from robustdiag.shifts.jpeg import LUMA_TABLE, quality_table
+
+    assert quality_table(LUMA_TABLE, 50)[0, 0] == 16  # quality 50 is the Annex K table itself
+    assert quality_table(LUMA_TABLE, 100).max() == 1
+    assert quality_table(LUMA_TABLE, 25)[0, 0] == 32  # scale 5000 / 25 = 200 %
+    assert quality_table(LUMA_TABLE, 1).max() == 255  # baseline clamp
+    with pytest.raises(ValueError, match="quality must be in 1..100"):
+        quality_table(LUMA_TABLE, 0)
+
+
+def test_plasma_fractal_equals_the_reference_diamond_square() -> None:
+    rng = np.random.default_rng(0)
+    uniforms: list[np.ndarray] = []
+
+    def record(shape: tuple[int, ...]) -> torch.Tensor:
+        uniforms.append(rng.random(shape))
+        return torch.from_numpy(uniforms[-1])
+
+    maps = plasma_fractal(2, 16, 2.5, record, dtype=torch.float64)
+    for b in range(2):
+        replay = iter(u[b] for u in uniforms)
+        expected = ref.plasma_fractal(16, 2.5, lambda shape, it=replay: next(it))
+        np.testing.assert_allclose(maps[b].numpy(), expected, atol=1e-12)
+    assert float(maps.amin()) == 0.0 and float(maps.amax()) == 1.0
+
+
+def test_plasma_fractal_rejects_other_sizes() -> None:
+    with pytest.raises(ValueError, match="power of two"):
+        plasma_fractal(1, 24, 2.0, torch.rand)
+
+
+@pytest.mark.parametrize("mode,scipy_mode", [("symmetric", "reflect"), ("reflect101", "mirror"), ("replicate", "nearest")])
+def test_long_kernels_use_fft_and_reflect_like_scipy(mode: str, scipy_mode: str) -> None:
+    # a 301-tap kernel on 12 pixels: the padding reflects several times, and the FFT path is taken
+    rng = np.random.default_rng(1)
+    x = rng.random((2, 3, 12, 10))
+    sigma = 50.0
+    ours = correlate1d(torch.from_numpy(x), ref_kernel(sigma), -2, mode).numpy()  # type: ignore[arg-type]
+    expected = ndimage.gaussian_filter1d(x, sigma, axis=2, mode=scipy_mode, truncate=3.0)
+    np.testing.assert_allclose(ours, expected, atol=1e-10)
+
+
+def ref_kernel(sigma: float) -> torch.Tensor:
+    from robustdiag.shifts.ops import gaussian_kernel1d
+
+    kernel = gaussian_kernel1d(sigma, truncate=3.0)
+    assert kernel.numel() >= 129  # long enough for the FFT path
+    return kernel
+
+
+@pytest.mark.parametrize("name", sorted(ref.REFERENCES))
+def test_reference_corruptions_run_end_to_end(name: str) -> None:
+    image = natural_images(1, 3, 32, seed=9)[0].permute(1, 2, 0).numpy()
+    shift = CORRUPTIONS[name]()
+    out = ref.REFERENCES[name](image, shift.resolved_param(3, 32, 32), np.random.default_rng(0))
+    assert out.shape == image.shape and out.min() >= 0 and out.max() <= 1
+    assert np.abs(out - image).mean() > 1e-4

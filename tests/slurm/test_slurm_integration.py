@@ -1,0 +1,311 @@
+"""Real multiruns through Slurm on the local single-node cluster (slurm/local_cluster.sh).
+
+Two apps: ``tiny_app`` (a stand-in with the same sweep contracts: epoch checkpoints in a cache,
+``resumed from epoch <k>``, complete records skipped) checks the plumbing in seconds; the real
+``robustdiag`` app checks the whole thing, then ``robustdiag-analyze`` on the sweep dir.
+Routes: Hydra's submitit launcher (``hydra/launcher=slurm_local``) and the plain job array
+(``slurm/sweep_array.sh``). Killed, preempted and timed-out jobs must resume on relaunch/requeue.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+TINY_APP = Path(__file__).resolve().parent / "tiny_app" / "app.py"
+VENV_BIN = Path(sys.executable).parent
+ROBUSTDIAG = VENV_BIN / "robustdiag"
+ANALYZE = VENV_BIN / "robustdiag-analyze"
+RESUMED = re.compile(r"resumed from epoch (\d+)")
+
+# The real app's smallest grid point: tiny model, synthetic data, a few fast epochs on one CPU.
+REAL_APP_POINT = ["data=synthetic", "model=tiny_resnet", "train=generalise", "device=cpu"]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll ``predicate`` every 0.3 s; fail with ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(0.3)
+
+
+def record(job_dir: Path) -> dict:
+    """The run record of a job dir ({} while there is none)."""
+    try:
+        return json.loads((job_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def logs_of(sweep_dir: Path, job: str) -> str:
+    """Everything a grid point logged: Hydra's job log and the Slurm stdout/stderr files."""
+    files = [
+        *(sweep_dir / job).glob("*.log"),
+        *(sweep_dir / ".submitit").glob(f"*_{job}/*_log.*"),
+        *(sweep_dir / ".slurm").glob(f"*_{job}.out"),
+    ]
+    return "\n".join(p.read_text(errors="replace") for p in files)
+
+
+def resumed_epochs(text: str) -> list[int]:
+    return [int(k) for k in RESUMED.findall(text)]
+
+
+def slurm_jobs(env: dict[str, str], name: str) -> list[str]:
+    """Ids of this user's jobs called ``name`` still in the queue (array tasks one per line)."""
+    out = subprocess.run(
+        ["squeue", "-h", "-r", "-n", name, "-o", "%i"], env=env, capture_output=True, text=True
+    ).stdout
+    return out.split()
+
+
+def tiny_multirun(cwd: Path, env: dict[str, str], *overrides: str) -> list[str]:
+    return [
+        sys.executable, str(TINY_APP), "-m", f"hydra.searchpath=[file://{REPO / 'conf'}]",
+        "hydra/launcher=slurm_local", f"cache_dir={cwd / 'cache'}", *overrides,
+    ]  # fmt: skip
+
+
+def only_sweep_dir(cwd: Path) -> Path:
+    (sweep,) = [p for p in (cwd / "multirun").glob("*/*") if p.is_dir()]
+    return sweep
+
+
+# --------------------------------------------------------------------------- submitit launcher, tiny app
+
+
+def test_tiny_multirun_through_submitit(tmp_path: Path, slurm_env: dict[str, str]) -> None:
+    proc = subprocess.run(
+        tiny_multirun(tmp_path, slurm_env, "x=1,2", "epoch_s=0.2", "hydra.launcher.name=rd-tiny-a"),
+        cwd=tmp_path, env=slurm_env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep = only_sweep_dir(tmp_path)
+    records = [record(sweep / str(i)) for i in range(2)]
+    assert [r.get("status") for r in records] == ["complete", "complete"]
+    assert sorted(r["x"] for r in records) == [1, 2]
+    # both jobs ran under Slurm and wrote into the sweep dir the launcher chose
+    assert len(list((sweep / ".submitit").glob("*_*/*_result.pkl"))) == 2
+
+
+def test_tiny_killed_sweep_resumes_on_relaunch_into_the_same_dir(
+    tmp_path: Path, slurm_env: dict[str, str]
+) -> None:
+    name = "rd-tiny-kill"
+    # point 0 finishes quickly; point 1 is cancelled after its first epoch checkpoint (submitit jobs
+    # ignore SIGTERM, so it trains on until Slurm's SIGKILL KillWait=5 s later)
+    cmd = tiny_multirun(
+        tmp_path, slurm_env, "x=5", "epochs=1,30", "epoch_s=0.5", f"hydra.launcher.name={name}"
+    )
+    launcher = subprocess.Popen(
+        cmd, cwd=tmp_path, env=slurm_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        wait_for(
+            lambda: (tmp_path / "multirun").exists() and any((tmp_path / "multirun").glob("*/*/1")),
+            60,
+            "job dir 1",
+        )
+        sweep = only_sweep_dir(tmp_path)
+        wait_for(lambda: record(sweep / "0").get("status") == "complete", 60, "point 0 to complete")
+        wait_for(lambda: "epoch 1 done" in logs_of(sweep, "1"), 60, "point 1's first epoch checkpoint")
+        subprocess.run(["scancel", "-n", name], env=slurm_env, check=True)
+        out, _ = launcher.communicate(timeout=120)  # submitit sees the cancelled job and gives up
+    finally:
+        launcher.kill()
+    assert launcher.returncode != 0, out[-3000:]
+    assert record(sweep / "1").get("status") != "complete"
+
+    relaunch = subprocess.run(
+        [*cmd, f"hydra.sweep.dir={sweep}"],
+        cwd=tmp_path,
+        env=slurm_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert relaunch.returncode == 0, relaunch.stderr[-3000:]
+    assert record(sweep / "1").get("status") == "complete"
+    assert "holds a complete record" in logs_of(sweep, "0")  # the complete point was skipped
+    resumed = resumed_epochs(logs_of(sweep, "1"))
+    assert resumed and resumed[-1] >= 1, logs_of(sweep, "1")[-3000:]
+
+
+def test_tiny_preempted_job_requeues_and_resumes(tmp_path: Path, slurm_env: dict[str, str]) -> None:
+    name = "rd-tiny-preempt"
+    cmd = tiny_multirun(tmp_path, slurm_env, "x=9", "epochs=6", "epoch_s=1", f"hydra.launcher.name={name}")
+    launcher = subprocess.Popen(
+        cmd, cwd=tmp_path, env=slurm_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        wait_for(lambda: any((tmp_path / "multirun").glob("*/*/0")), 60, "job dir 0")
+        sweep = only_sweep_dir(tmp_path)
+        wait_for(lambda: "epoch 1 done" in logs_of(sweep, "0"), 60, "the first epoch checkpoint")
+        # USR2 is what Slurm sends submitit jobs before the time limit or on preemption (--signal)
+        subprocess.run(["scancel", "--signal=USR2", "-n", name], env=slurm_env, check=True)
+        out, _ = launcher.communicate(timeout=240)
+    finally:
+        launcher.kill()
+    assert launcher.returncode == 0, out[-3000:]
+    assert record(sweep / "0").get("status") == "complete"
+    log = logs_of(sweep, "0")
+    assert "Requeued job" in log or "requeue" in log.lower(), log[-3000:]
+    assert resumed_epochs(log) and resumed_epochs(log)[-1] >= 1, log[-3000:]
+
+
+# --------------------------------------------------------------------------- sbatch job array, tiny app
+
+
+def test_tiny_sweep_array_requeues_resumes_and_fills_in(tmp_path: Path, slurm_env: dict[str, str]) -> None:
+    env = {
+        **slurm_env,
+        "ROBUSTDIAG_CMD": f"{sys.executable} {TINY_APP}",
+        "ROBUSTDIAG_PYTHON": sys.executable,
+        "ROBUSTDIAG_CONFIG_DIR": str(TINY_APP.parent / "conf"),
+    }
+    script = str(REPO / "slurm" / "sweep_array.sh")
+    overrides = ["x=1,2", "epochs=5", "epoch_s=1", f"cache_dir={tmp_path / 'cache'}"]
+    sub = subprocess.run(
+        [script, "--parallel", "2", *overrides],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert sub.returncode == 0, sub.stderr
+    sweep = Path(sub.stdout.strip().splitlines()[-1])
+    assert (sweep / "grid.txt").read_text().splitlines() == [
+        f"x={x} epochs=5 epoch_s=1 cache_dir={tmp_path / 'cache'}" for x in (1, 2)
+    ]
+    array_id = re.search(r"submitted job array (\d+)", sub.stderr).group(1)
+    wait_for(lambda: "epoch 1 done" in logs_of(sweep, "0"), 60, "task 0's first epoch checkpoint")
+    # what Slurm sends the batch script 120 s before the time limit: array_job.sbatch requeues itself
+    subprocess.run(["scancel", "--batch", "--signal=USR1", f"{array_id}_0"], env=env, check=True)
+    wait_for(
+        lambda: all(record(sweep / str(i)).get("status") == "complete" for i in range(2)), 180, "both tasks"
+    )
+    log = logs_of(sweep, "0")
+    assert "requeueing" in log and "restart 1" in log, log[-3000:]
+    assert resumed_epochs(log) and resumed_epochs(log)[-1] >= 1, log[-3000:]
+
+    again = subprocess.run(
+        [script, "--sweep-dir", str(sweep), *overrides],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert again.returncode == 0, again.stderr
+    assert "nothing to submit" in again.stdout
+    changed = subprocess.run(
+        [script, "--sweep-dir", str(sweep), "x=1,2,3"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert changed.returncode != 0 and "different grid" in changed.stderr
+
+
+# --------------------------------------------------------------------------- the real app
+
+
+@pytest.fixture(scope="module")
+def real_app() -> None:
+    """Skip (with the reason) when the robustdiag app cannot compose the test's grid point."""
+    if not ROBUSTDIAG.exists():
+        pytest.skip(f"{ROBUSTDIAG} not found: pip install -e .")
+    probe = subprocess.run(
+        [str(ROBUSTDIAG), *REAL_APP_POINT, "--cfg", "job"], capture_output=True, text=True, timeout=120
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"robustdiag cannot compose {REAL_APP_POINT}: {probe.stderr.strip()[-500:]}")
+
+
+def real_multirun(cwd: Path, *overrides: str) -> list[str]:
+    return [
+        str(ROBUSTDIAG),
+        "-m",
+        "hydra/launcher=slurm_local",
+        f"cache_dir={cwd / 'cache'}",
+        *REAL_APP_POINT,
+        *overrides,
+    ]
+
+
+def test_real_multirun_through_slurm_then_analyze(
+    tmp_path: Path, slurm_env: dict[str, str], real_app: None
+) -> None:
+    proc = subprocess.run(
+        real_multirun(tmp_path, "seed=0,1", "train.epochs=2", "hydra.launcher.name=rd-real"),
+        cwd=tmp_path, env=slurm_env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep = only_sweep_dir(tmp_path)
+    records = [record(sweep / str(i)) for i in range(2)]
+    assert [r.get("status") for r in records] == ["complete", "complete"], records
+    assert sorted(r["seed"] for r in records) == [0, 1]
+
+    analyze = subprocess.run(
+        [str(ANALYZE), str(sweep)], cwd=tmp_path, env=slurm_env, capture_output=True, text=True, timeout=300
+    )
+    assert analyze.returncode == 0, analyze.stderr[-3000:]
+    tables = {p.name for p in sweep.rglob("*.csv")}
+    assert {"runs.csv", "correlations.csv"} <= tables, sorted(tables)
+    runs_csv = next(sweep.rglob("runs.csv")).read_text().splitlines()
+    assert len(runs_csv) == 1 + 2  # header + one row per grid point
+
+
+def test_real_killed_point_resumes_on_relaunch(
+    tmp_path: Path, slurm_env: dict[str, str], real_app: None
+) -> None:
+    name = "rd-real-kill"
+    cmd = real_multirun(tmp_path, "seed=3", "train.epochs=6", f"hydra.launcher.name={name}")
+    launcher = subprocess.Popen(
+        cmd, cwd=tmp_path, env=slurm_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    ckpts = tmp_path / "cache" / "checkpoints"
+    try:
+        wait_for(
+            lambda: ckpts.exists() and any(p.is_file() for p in ckpts.rglob("*")),
+            300,
+            "the first epoch checkpoint",
+        )
+        sweep = only_sweep_dir(tmp_path)
+        subprocess.run(["scancel", "-n", name], env=slurm_env, check=True)
+        out, _ = launcher.communicate(timeout=120)
+    finally:
+        launcher.kill()
+    assert launcher.returncode != 0, out[-3000:]
+    assert record(sweep / "0").get("status") != "complete", "the run finished before it could be cancelled"
+
+    relaunch = subprocess.run(
+        [*cmd, f"hydra.sweep.dir={sweep}"],
+        cwd=tmp_path,
+        env=slurm_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert relaunch.returncode == 0, relaunch.stderr[-3000:]
+    assert record(sweep / "0").get("status") == "complete"
+    resumed = resumed_epochs(logs_of(sweep, "0"))
+    assert resumed and resumed[-1] >= 1, logs_of(sweep, "0")[-3000:]

@@ -1,0 +1,127 @@
+import functools
+
+import pytest
+import torch
+from torch import nn
+
+from robustdiag.data import Augment
+from robustdiag.train import CheckpointStore, NonFiniteLossError, Regime, corrupt_labels, fit, predict_logits
+from robustdiag.train.schedules import Constant, Cosine, OneCycle
+
+
+def _data(n: int = 96, k: int = 4, size: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(n) % k
+    images = torch.randint(0, 60, (n, 1, size, size), generator=g, dtype=torch.uint8)
+    images[:, :, : size // 2] += (labels * 60).view(-1, 1, 1, 1).to(torch.uint8)  # class signal
+    return images, labels
+
+
+def _model(k: int = 4, size: int = 6) -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(size * size, 32), nn.ReLU(), nn.Dropout(0.1), nn.Linear(32, k))
+
+
+def _regime(epochs: int = 4, lr: float = 0.3, **kw) -> Regime:
+    return Regime(
+        name="test",
+        epochs=epochs,
+        batch_size=16,
+        optimizer=functools.partial(torch.optim.SGD, lr=lr, momentum=0.9),
+        schedule=Cosine(warmup=0.1),
+        augment=Augment(crop_padding=1, flip=True),
+        **kw,
+    )
+
+
+def test_corrupt_labels_fraction_and_seed() -> None:
+    labels = torch.arange(1000) % 10
+    assert torch.equal(corrupt_labels(labels, q=0.0, num_classes=10, seed=0), labels)
+    noisy = corrupt_labels(labels, q=0.5, num_classes=10, seed=3)
+    changed = (noisy != labels).float().mean().item()
+    assert 0.5 * 0.9 - 0.05 < changed < 0.5 * 0.9 + 0.05  # redrawn uniformly: 1/K keep their class
+    assert torch.equal(noisy, corrupt_labels(labels, q=0.5, num_classes=10, seed=3))
+    assert not torch.equal(noisy, corrupt_labels(labels, q=0.5, num_classes=10, seed=4))
+    with pytest.raises(ValueError, match="train.q"):
+        corrupt_labels(labels, q=1.5, num_classes=10, seed=0)
+
+
+@pytest.mark.parametrize("schedule", [Constant(warmup=0.1), Cosine(warmup=0.1), OneCycle()])
+def test_schedules_are_bounded_multipliers(schedule) -> None:
+    values = [schedule(i / 100) for i in range(101)]
+    assert all(0.0 <= v <= 1.0 + 1e-9 for v in values)
+    assert max(values) == pytest.approx(1.0, abs=0.02)
+
+
+def test_fit_learns_and_caches(tmp_path) -> None:
+    images, labels = _data()
+    model = _model()
+    store = CheckpointStore(tmp_path / "ck")
+    result = fit(model, images, labels, _regime(epochs=10), device=torch.device("cpu"), seed=0, store=store)
+    assert result.epochs == 10 and result.epochs_run == 10
+    acc = (predict_logits(model, images, batch_size=32).argmax(1) == labels).float().mean()
+    assert acc > 0.9
+    again = _model()
+    cached = fit(again, images, labels, _regime(epochs=10), device=torch.device("cpu"), seed=0, store=store)
+    assert cached.epochs_run == 0 and cached.resumed_from == 10  # loaded, not retrained
+    for a, b in zip(model.state_dict().values(), again.state_dict().values()):
+        torch.testing.assert_close(a, b)
+
+
+def test_resume_after_interruption_gives_identical_weights(tmp_path) -> None:
+    images, labels = _data()
+    torch.manual_seed(1)
+    straight = _model()
+    fit(straight, images, labels, _regime(epochs=4), device=torch.device("cpu"), seed=7, store=CheckpointStore(tmp_path / "a"))
+
+    class Kill(Exception):
+        pass
+
+    store = CheckpointStore(tmp_path / "b")
+    torch.manual_seed(1)  # the same initial weights, as a rerun of the same config would build
+    killed = _model()
+    original_save = store.save
+
+    def save_then_die(state):
+        original_save(state)
+        if state["epoch"] == 2:
+            raise Kill
+
+    store.save = save_then_die
+    with pytest.raises(Kill):
+        fit(killed, images, labels, _regime(epochs=4), device=torch.device("cpu"), seed=7, store=store)
+    store.save = original_save
+    resumed = _model()  # a fresh process: new weights, state comes from the checkpoint
+    result = fit(resumed, images, labels, _regime(epochs=4), device=torch.device("cpu"), seed=7, store=store)
+    assert result.resumed_from == 2 and result.epochs_run == 2
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_corrupt_checkpoint_warns_and_retrains(tmp_path) -> None:
+    images, labels = _data()
+    store = CheckpointStore(tmp_path / "ck")
+    store.root.mkdir(parents=True)
+    store.path.write_bytes(b"not a checkpoint")
+    with pytest.warns(UserWarning, match="unreadable"):
+        result = fit(_model(), images, labels, _regime(epochs=2), device=torch.device("cpu"), seed=0, store=store)
+    assert result.resumed_from == 0 and result.epochs_run == 2
+    assert (store.root / "last.corrupt").exists()
+    assert store.load() is not None  # a good checkpoint replaced it
+
+
+def test_memorise_stops_at_train_accuracy_threshold() -> None:
+    images, labels = _data(n=32)
+    random = corrupt_labels(labels, q=1.0, num_classes=4, seed=0)
+    regime = Regime(
+        name="memorise", epochs=300, batch_size=32, q=1.0, stop_train_acc=1.0,
+        optimizer=functools.partial(torch.optim.Adam, lr=1e-2), schedule=Constant(),
+    )  # fmt: skip
+    model = nn.Sequential(nn.Flatten(), nn.Linear(36, 256), nn.ReLU(), nn.Linear(256, 4))
+    result = fit(model, images, random, regime, device=torch.device("cpu"), seed=0)
+    assert result.epochs < 300 and result.history[-1].acc == 1.0
+
+
+def test_nan_loss_stops_with_clear_error() -> None:
+    images, labels = _data()
+    with pytest.raises(NonFiniteLossError, match="lr"):
+        fit(_model(), images, labels, _regime(epochs=3, lr=1e30), device=torch.device("cpu"), seed=0)
