@@ -26,7 +26,9 @@ from robustdiag.types import Shift
 def test_shift_seed_is_a_stable_crc32() -> None:
     assert shift_seed(0, "fog", 3, 2) == zlib.crc32(b"0/fog/3/2")
     assert shift_seed(0, "fog", 3, 2) == 3591325383  # fixed across Python processes and versions
-    seeds = {shift_seed(s, n, v, b) for s in (0, 1) for n in ("fog", "contrast") for v in (1, 5) for b in (0, 1)}
+    seeds = {
+        shift_seed(s, n, v, b) for s in (0, 1) for n in ("fog", "contrast") for v in (1, 5) for b in (0, 1)
+    }
     assert len(seeds) == 16
 
 
@@ -36,7 +38,11 @@ def test_apply_shift_equals_calling_the_shift_per_batch_with_its_seed() -> None:
     out = apply_shift(shift, x, 4, seed=3, batch_size=4)
     expected = torch.cat(
         [
-            shift(x[start : start + 4], 4, generator=make_generator(shift_seed(3, "gaussian_noise", 4, b), "cpu"))
+            shift(
+                x[start : start + 4],
+                4,
+                generator=make_generator(shift_seed(3, "gaussian_noise", 4, b), "cpu"),
+            )
             for b, start in enumerate(range(0, 10, 4))
         ]
     )
@@ -55,7 +61,8 @@ def test_apply_shift_is_deterministic_and_seed_dependent() -> None:
 def test_deterministic_shifts_do_not_depend_on_the_batch_size() -> None:
     x = natural_images(9, 3, 16).float()
     assert torch.equal(
-        apply_shift(Contrast(), x, 5, seed=0, batch_size=2), apply_shift(Contrast(), x, 5, seed=0, batch_size=9)
+        apply_shift(Contrast(), x, 5, seed=0, batch_size=2),
+        apply_shift(Contrast(), x, 5, seed=0, batch_size=9),
     )
 
 
@@ -82,13 +89,25 @@ def test_apply_shift_passes_index_labels_and_model_per_batch() -> None:
         name = "recorder"
         severities = (1,)
 
-        def __call__(self, x, severity, *, generator, index=None, y=None, model=None):  # noqa: ANN001
+        def __call__(
+            self,
+            x: torch.Tensor,
+            severity: int,
+            *,
+            generator: torch.Generator,
+            index: torch.Tensor | None = None,
+            y: torch.Tensor | None = None,
+            model: nn.Module | None = None,
+        ) -> torch.Tensor:
+            assert index is not None and y is not None
             seen.append((index.tolist(), y.tolist(), model))
             return x
 
     model = nn.Identity()
     x = torch.rand(5, 1, 4, 4)
-    out = apply_shift(Recorder(), x, 1, seed=0, batch_size=2, index=torch.arange(10, 15), y=torch.arange(5), model=model)
+    out = apply_shift(
+        Recorder(), x, 1, seed=0, batch_size=2, index=torch.arange(10, 15), y=torch.arange(5), model=model
+    )
     assert torch.equal(out, x)
     assert seen == [([10, 11], [0, 1], model), ([12, 13], [2, 3], model), ([14], [4], model)]
 
@@ -133,8 +152,9 @@ def test_adversarial_shift_applies_the_attack_and_stays_in_the_ball() -> None:
     x, y = torch.rand(6, 3, 8, 8) * 0.8 + 0.1, torch.tensor([0, 1, 2, 3, 0, 1])
     shift = AdversarialShift(attack)
     assert isinstance(shift, Shift) and shift.name == "adversarial" and shift.severities == (1,)
+    assert shift.adversarial and not getattr(GaussianNoise(), "adversarial", False)
     out = apply_shift(shift, x, 1, seed=0, batch_size=4, y=y, model=model)
-    assert (out - x).abs().max() <= 0.05 + 1e-6 and 0 <= float(out.min()) and float(out.max()) <= 1
+    assert (out - x).abs().max() <= 0.05 + 1e-6 and float(out.min()) >= 0 and float(out.max()) <= 1
     loss = nn.functional.cross_entropy
     assert loss(model(out), y) > loss(model(x), y)  # the linear model's loss grows along the gradient sign
     assert all(g is not None and g.device == x.device for g in attack.generators)
@@ -142,7 +162,9 @@ def test_adversarial_shift_applies_the_attack_and_stays_in_the_ball() -> None:
 
 def test_adversarial_shift_needs_model_and_labels() -> None:
     shift = AdversarialShift(SignGradientAttack(0.1))
-    with pytest.raises(ValueError, match="adversarial: the adversarial shift needs the model and the labels y"):
+    with pytest.raises(
+        ValueError, match="adversarial: the adversarial shift needs the model and the labels y"
+    ):
         shift(torch.rand(2, 3, 8, 8), 1, generator=torch.Generator())
 
 
@@ -151,7 +173,13 @@ def test_adversarial_shift_has_only_severity_one() -> None:
         AdversarialShift(SignGradientAttack(0.1), severities=[1, 2])
     shift = AdversarialShift(SignGradientAttack(0.1), name="adv_small")
     with pytest.raises(ValueError, match=r"adv_small: severity must be one of \[1\], got 3"):
-        shift(torch.rand(2, 3, 8, 8), 3, generator=torch.Generator(), y=torch.zeros(2, dtype=torch.long), model=linear_model())
+        shift(
+            torch.rand(2, 3, 8, 8),
+            3,
+            generator=torch.Generator(),
+            y=torch.zeros(2, dtype=torch.long),
+            model=linear_model(),
+        )
 
 
 def test_adversarial_shift_rejects_a_non_callable_attack() -> None:

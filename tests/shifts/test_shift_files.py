@@ -41,7 +41,9 @@ def test_labels_are_checked_against_y(release: Path) -> None:
     shift = CorruptionFiles(release, "fog")
     x, index = torch.zeros(2, 3, 4, 4), torch.tensor([1, 4])
     shift(x, 1, generator=torch.Generator(), index=index, y=torch.tensor([1, 1]))  # stored labels: 1, 1
-    with pytest.raises(ValueError, match=r"fog: labels in .*labels.npy differ from the given labels y at 1 of 2"):
+    with pytest.raises(
+        ValueError, match=r"fog: labels in .*labels.npy differ from the given labels y at 1 of 2"
+    ):
         shift(x, 1, generator=torch.Generator(), index=index, y=torch.tensor([1, 2]))
     unchecked = CorruptionFiles(release, "fog", check_labels=False)
     unchecked(x, 1, generator=torch.Generator(), index=index, y=torch.tensor([1, 2]))
@@ -63,14 +65,18 @@ def test_works_through_apply_shift_with_the_same_record_name(release: Path) -> N
 
 def test_missing_file_names_the_path_and_the_layout(tmp_path: Path) -> None:
     shift = CorruptionFiles(tmp_path, "snow")
-    with pytest.raises(FileNotFoundError, match=r"snow: .*snow\.npy does not exist\. Expected the CIFAR-10-C layout"):
+    with pytest.raises(
+        FileNotFoundError, match=r"snow: .*snow\.npy does not exist\. Expected the CIFAR-10-C layout"
+    ):
         shift(torch.zeros(1, 3, 4, 4), 1, generator=torch.Generator(), index=torch.tensor([0]))
 
 
 def test_index_out_of_range_and_missing_index(release: Path) -> None:
     shift = CorruptionFiles(release, "fog")
     x = torch.zeros(2, 3, 4, 4)
-    with pytest.raises(IndexError, match=rf"fog: index out of range \[{N}\]; .* holds {N} images per severity"):
+    with pytest.raises(
+        IndexError, match=rf"fog: index out of range \[{N}\]; .* holds {N} images per severity"
+    ):
         shift(x, 1, generator=torch.Generator(), index=torch.tensor([0, N]))
     with pytest.raises(IndexError, match=r"out of range \[-1\]"):
         shift(x, 1, generator=torch.Generator(), index=torch.tensor([-1, 0]))
@@ -80,20 +86,28 @@ def test_index_out_of_range_and_missing_index(release: Path) -> None:
 
 def test_shape_mismatch_and_bad_files(release: Path, tmp_path: Path) -> None:
     shift = CorruptionFiles(release, "fog")
-    with pytest.raises(ValueError, match=r"images in .* have shape \(3, 4, 4\) but the inputs are \(3, 8, 8\)"):
+    with pytest.raises(
+        ValueError, match=r"images in .* have shape \(3, 4, 4\) but the inputs are \(3, 8, 8\)"
+    ):
         shift(torch.zeros(1, 3, 8, 8), 1, generator=torch.Generator(), index=torch.tensor([0]))
     np.save(release / "odd.npy", np.zeros((7, 4, 4, 3), dtype=np.uint8))
     with pytest.raises(ValueError, match=r"odd: .* has shape \(7, 4, 4, 3\)"):
-        CorruptionFiles(release, "odd")(torch.zeros(1, 3, 4, 4), 1, generator=torch.Generator(), index=torch.tensor([0]))
+        CorruptionFiles(release, "odd")(
+            torch.zeros(1, 3, 4, 4), 1, generator=torch.Generator(), index=torch.tensor([0])
+        )
 
 
 def test_grey_scale_release(tmp_path: Path) -> None:
     np.save(tmp_path / "blur.npy", np.full((10, 4, 4), 51, dtype=np.uint8))
-    out = CorruptionFiles(tmp_path, "blur")(torch.zeros(2, 1, 4, 4), 5, generator=torch.Generator(), index=torch.tensor([0, 1]))
+    out = CorruptionFiles(tmp_path, "blur")(
+        torch.zeros(2, 1, 4, 4), 5, generator=torch.Generator(), index=torch.tensor([0, 1])
+    )
     torch.testing.assert_close(out, torch.full((2, 1, 4, 4), 0.2))
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [({"corruption": "a/b"}, "file stem"), ({"severities": [6]}, "got 6")])
+@pytest.mark.parametrize(
+    ("kwargs", "match"), [({"corruption": "a/b"}, "file stem"), ({"severities": [6]}, "got 6")]
+)
 def test_bad_construction(tmp_path: Path, kwargs: dict[str, object], match: str) -> None:
     arguments: dict[str, object] = {"root": tmp_path, "corruption": "fog", **kwargs}
     with pytest.raises(ValueError, match=match):
@@ -102,4 +116,6 @@ def test_bad_construction(tmp_path: Path, kwargs: dict[str, object], match: str)
 
 def test_severity_validation(release: Path) -> None:
     with pytest.raises(ValueError, match=r"fog: severity must be one of \[1, 2, 3, 4, 5\], got 0"):
-        CorruptionFiles(release, "fog")(torch.zeros(1, 3, 4, 4), 0, generator=torch.Generator(), index=torch.tensor([0]))
+        CorruptionFiles(release, "fog")(
+            torch.zeros(1, 3, 4, 4), 0, generator=torch.Generator(), index=torch.tensor([0])
+        )

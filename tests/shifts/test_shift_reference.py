@@ -17,7 +17,14 @@ from shift_images import natural_images, quantised
 
 from robustdiag.shifts import CORRUPTIONS, jpeg_roundtrip, plasma_fractal
 from robustdiag.shifts import reference as ref
-from robustdiag.shifts.ops import correlate1d, pil_box_weights, resize_matrices
+from robustdiag.shifts.ops import (
+    correlate1d,
+    disk_kernel,
+    filter2d,
+    gaussian_kernel1d,
+    pil_box_weights,
+    resize_matrices,
+)
 
 PER_CHANNEL = {"noise", "counts", "flip", "salt"}  # draws shaped like the images
 
@@ -31,7 +38,9 @@ def per_image_draws(draws: dict[str, torch.Tensor], b: int) -> dict[str, np.ndar
     return out
 
 
-def torch_and_reference(name: str, x: torch.Tensor, severity: int, table: str) -> tuple[np.ndarray, np.ndarray]:
+def torch_and_reference(
+    name: str, x: torch.Tensor, severity: int, table: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Corrupt ``x`` with the torch shift and, with the same draws, with the per-image reference."""
     shift = CORRUPTIONS[name](table=table)
     h, w = x.shape[-2:]
@@ -42,7 +51,13 @@ def torch_and_reference(name: str, x: torch.Tensor, severity: int, table: str) -
     pixel_param = shift.resolved_param(severity, h, w)
     theirs = np.stack(
         [
-            np.clip(ref.REFERENCES[name].apply(x[b].permute(1, 2, 0).numpy(), pixel_param, per_image_draws(draws, b)), 0, 1)
+            np.clip(
+                ref.REFERENCES[name].apply(
+                    x[b].permute(1, 2, 0).numpy(), pixel_param, per_image_draws(draws, b)
+                ),
+                0,
+                1,
+            )
             for b in range(x.shape[0])
         ]
     )
@@ -93,7 +108,9 @@ def pillow_jpeg(x: torch.Tensor, quality: int, subsampling: int) -> np.ndarray:
 
 @pytest.mark.parametrize(("height", "width"), [(32, 32), (30, 17), (8, 8), (3, 5)])
 @pytest.mark.parametrize("quality", [80, 40, 7])
-@pytest.mark.parametrize(("channels", "subsample", "subsampling"), [(3, True, 2), (3, False, 0), (1, True, 2)])
+@pytest.mark.parametrize(
+    ("channels", "subsample", "subsampling"), [(3, True, 2), (3, False, 0), (1, True, 2)]
+)
 def test_jpeg_equals_pillow_bit_for_bit(
     height: int, width: int, quality: int, channels: int, subsample: bool, subsampling: int
 ) -> None:
@@ -142,23 +159,35 @@ def test_plasma_fractal_rejects_other_sizes() -> None:
         plasma_fractal(1, 24, 2.0, torch.rand)
 
 
-@pytest.mark.parametrize("mode,scipy_mode", [("symmetric", "reflect"), ("reflect101", "mirror"), ("replicate", "nearest")])
-def test_long_kernels_use_fft_and_reflect_like_scipy(mode: str, scipy_mode: str) -> None:
-    # a 301-tap kernel on 12 pixels: the padding reflects several times, and the FFT path is taken
-    rng = np.random.default_rng(1)
-    x = rng.random((2, 3, 12, 10))
-    sigma = 50.0
-    ours = correlate1d(torch.from_numpy(x), ref_kernel(sigma), -2, mode).numpy()  # type: ignore[arg-type]
+@pytest.mark.parametrize(
+    ("mode", "scipy_mode"), [("symmetric", "reflect"), ("reflect101", "mirror"), ("replicate", "nearest")]
+)
+@pytest.mark.parametrize("sigma", [1.0, 10.0, 50.0])  # 7 taps (shifted sums), 61 (conv2d), 301 (FFT)
+def test_1d_filters_reflect_like_scipy_for_every_kernel_length(
+    mode: str, scipy_mode: str, sigma: float
+) -> None:
+    # on 12 pixels the long kernels reflect the image several times over, as SciPy does
+    x = np.random.default_rng(1).random((2, 3, 12, 10))
+    kernel = gaussian_kernel1d(sigma, truncate=3.0)
+    ours = correlate1d(torch.from_numpy(x), kernel, -2, mode).numpy()  # type: ignore[arg-type]
     expected = ndimage.gaussian_filter1d(x, sigma, axis=2, mode=scipy_mode, truncate=3.0)
     np.testing.assert_allclose(ours, expected, atol=1e-10)
+    ours_rows = correlate1d(torch.from_numpy(x), kernel, -1, mode).numpy()  # type: ignore[arg-type]
+    np.testing.assert_allclose(
+        ours_rows, ndimage.gaussian_filter1d(x, sigma, axis=3, mode=scipy_mode, truncate=3.0), atol=1e-10
+    )
 
 
-def ref_kernel(sigma: float) -> torch.Tensor:
-    from robustdiag.shifts.ops import gaussian_kernel1d
-
-    kernel = gaussian_kernel1d(sigma, truncate=3.0)
-    assert kernel.numel() >= 129  # long enough for the FFT path
-    return kernel
+def test_large_defocus_kernels_use_convolution_and_match_scipy() -> None:
+    x = natural_images(1, 2, 24, seed=3)
+    kernel = disk_kernel(5.0, 0.5)  # 13 x 13 > the shifted-sum limit
+    assert kernel.numel() > 49
+    ours = filter2d(x, kernel, "reflect101")[0].numpy()
+    expected = np.stack(
+        [ndimage.correlate(channel, kernel.numpy(), mode="mirror") for channel in x[0].numpy()]
+    )
+    np.testing.assert_allclose(ours, expected, atol=1e-12)
+    assert float(kernel.sum()) == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("name", sorted(ref.REFERENCES))

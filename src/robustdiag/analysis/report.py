@@ -335,11 +335,17 @@ def console_summary(result: AnalysisResult) -> str:
             "Spearman ρ [95% bootstrap CI] n, diagnostic (rows) vs robustness (columns):",
             matrix.to_string(),
         ]
+    lines += [f"note: {n}" for n in result.notes]
     lines += [
         "",
         f"report:  {result.report_path}",
         f"figures: {result.figures_dir} ({len(result.figures)} PNG)",
     ]
     if result.wandb_run:
-        lines.append(f"W&B:     {result.wandb_run}")
+        hint = (
+            f"  (offline: `wandb sync {result.wandb_run}` uploads it)"
+            if "offline-run" in result.wandb_run
+            else ""
+        )
+        lines.append(f"W&B:     {result.wandb_run}{hint}")
     return "\n".join(lines)

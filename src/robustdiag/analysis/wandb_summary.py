@@ -147,6 +147,7 @@ def log_summary(
                 "n_bootstrap": result.n_bootstrap,
                 "seed": result.seed,
             },
+            settings=wandb.Settings(silent=True),  # the analysis prints its own summary and the run path
         )
         run.log({**_tables(wandb, result), **_scatter_plots(wandb, result)})
         run.log({f"figures/{k}": wandb.Image(str(p)) for k, p in result.figures.items()})

@@ -6,8 +6,6 @@ import pathlib
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 from robustdiag.data.bundle import DataBundle, ImageData, channel_stats, resize_images, to_channels
 
@@ -37,6 +35,9 @@ class Digits:
 
     def load(self, cache_dir: pathlib.Path) -> DataBundle:
         """Build the bundle (fast and in memory; ``cache_dir`` is not needed)."""
+        from sklearn.datasets import load_digits  # imported here: keeps `import robustdiag.data` light
+        from sklearn.model_selection import train_test_split
+
         digits = load_digits()
         pixels = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)  # (1797, 8, 8)
         images = torch.from_numpy(pixels).unsqueeze(1)  # (N, 1, 8, 8)

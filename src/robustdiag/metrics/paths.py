@@ -428,7 +428,9 @@ class _SeparationMetric:
         batch_size: int | None,
         memory_budget_gb: float,
         chunk_elements: int,
+        under_shift: bool,
     ) -> None:
+        self.under_shift = bool(under_shift)
         labels = "true" if labels is True else labels  # `labels=true` on a Hydra command line is a bool
         _check_choice("separation", separation, SEPARATIONS)
         _check_choice("labels", labels, LABEL_SOURCES)
@@ -514,6 +516,7 @@ class PathSeparation(_SeparationMetric):
         batch_size: samples per forward pass; None = the run's batch size.
         memory_budget_gb: limit on the streamed counters (checked before the pass).
         chunk_elements: contributions per chunk (batch x output units x inputs) bounding transient memory.
+        under_shift: recompute under every configured shift (the pipeline reads this attribute).
     """
 
     name = "path_separation"
@@ -534,6 +537,7 @@ class PathSeparation(_SeparationMetric):
         batch_size: int | None = None,
         memory_budget_gb: float = 4.0,
         chunk_elements: int = 1 << 24,
+        under_shift: bool = True,
     ) -> None:
         _check_choice("event", event, PATH_EVENTS)
         super().__init__(
@@ -551,6 +555,7 @@ class PathSeparation(_SeparationMetric):
             batch_size=batch_size,
             memory_budget_gb=memory_budget_gb,
             chunk_elements=chunk_elements,
+            under_shift=under_shift,
         )
 
 
@@ -577,6 +582,7 @@ class ActivationSeparation(_SeparationMetric):
         batch_size: int | None = None,
         memory_budget_gb: float = 4.0,
         chunk_elements: int = 1 << 24,
+        under_shift: bool = True,
     ) -> None:
         super().__init__(
             event="activation",
@@ -593,6 +599,7 @@ class ActivationSeparation(_SeparationMetric):
             batch_size=batch_size,
             memory_budget_gb=memory_budget_gb,
             chunk_elements=chunk_elements,
+            under_shift=under_shift,
         )
 
 

@@ -63,14 +63,19 @@ class AdversarialShift:
 
     Needs ``model`` and the true labels ``y`` at call time. The attack receives a generator on the
     batch's device (derived from the given one when that lives elsewhere), so random starts are
-    reproducible under :func:`robustdiag.shifts.apply_shift`'s seeding.
+    reproducible under :func:`robustdiag.shifts.apply_shift`'s seeding. ``adversarial = True`` tells the
+    pipeline to leave it out of the mean corruption accuracy.
     """
+
+    adversarial = True
 
     def __init__(
         self, attack: Attack, name: str = "adversarial", severities: Sequence[int] = ADVERSARIAL_SEVERITIES
     ) -> None:
         if not callable(attack):
-            raise ValueError(f"{name}: attack must be callable as attack(model, x, y, *, generator), got {attack!r}")
+            raise ValueError(
+                f"{name}: attack must be callable as attack(model, x, y, *, generator), got {attack!r}"
+            )
         if not isinstance(name, str) or not name:
             raise ValueError(f"AdversarialShift: name must be a non-empty string, got {name!r}")
         self.attack = attack

@@ -58,10 +58,14 @@ def check_severity(name: str, severity: object, valid: Sequence[int] = SEVERITY_
     return value
 
 
-def check_severities(name: str, severities: Sequence[int], valid: Sequence[int] = SEVERITY_RANGE) -> tuple[int, ...]:
+def check_severities(
+    name: str, severities: Sequence[int], valid: Sequence[int] = SEVERITY_RANGE
+) -> tuple[int, ...]:
     """Validate a configured severity list (non-empty, each in ``valid``) and return it as a tuple."""
     if isinstance(severities, str | bytes | int) or not hasattr(severities, "__iter__"):
-        raise ValueError(f"{name}: severities must be a list of integers in {list(valid)}, got {severities!r}")
+        raise ValueError(
+            f"{name}: severities must be a list of integers in {list(valid)}, got {severities!r}"
+        )
     values = tuple(check_severity(name, s, valid) for s in severities)
     if not values:
         raise ValueError(f"{name}: severities must not be empty; valid values are {list(valid)}")

@@ -78,7 +78,9 @@ class Saturate(Corruption):
         "imagenet": ((0.3, 0), (0.1, 0), (2, 0), (5, 0.1), (20, 0.2)),
     }
 
-    def apply(self, x: torch.Tensor, param: tuple[float, float], geom: Geometry, draws: Draws) -> torch.Tensor:
+    def apply(
+        self, x: torch.Tensor, param: tuple[float, float], geom: Geometry, draws: Draws
+    ) -> torch.Tensor:
         if x.shape[1] == 1:
             warnings.warn(
                 f"{self.name}: grey-scale (C=1) images have no saturation; returning them unchanged",
@@ -142,7 +144,13 @@ class ElasticTransform(Corruption):
             (0.1, 0.03, 0.03),
             (0.16, 0.03, 0.02),
         ),
-        "imagenet": ((2, 0.7, 0.1), (2, 0.08, 0.2), (0.05, 0.01, 0.02), (0.07, 0.01, 0.02), (0.12, 0.01, 0.02)),
+        "imagenet": (
+            (2, 0.7, 0.1),
+            (2, 0.08, 0.2),
+            (0.05, 0.01, 0.02),
+            (0.07, 0.01, 0.02),
+            (0.12, 0.01, 0.02),
+        ),
     }
 
     def pixel_param(self, param: tuple[float, float, float], geom: Geometry) -> tuple[float, float, float]:
@@ -160,10 +168,15 @@ class ElasticTransform(Corruption):
             "field": draw_uniform((b, 2, h, w), generator, x, -1.0, 1.0),  # (B, 2, H, W) as (dx, dy)
         }
 
-    def apply(self, x: torch.Tensor, param: tuple[float, float, float], geom: Geometry, draws: Draws) -> torch.Tensor:
+    def apply(
+        self, x: torch.Tensor, param: tuple[float, float, float], geom: Geometry, draws: Draws
+    ) -> torch.Tensor:
+        if min(x.shape[-2:]) < 3:
+            raise ValueError(f"{self.name}: needs images of at least 3 x 3 pixels, got {tuple(x.shape[-2:])}")
         alpha, sigma, _ = self.pixel_param(param, geom)
         warped = affine_warp(x, draws["affine"])
-        displacement = alpha * gaussian_blur(draws["field"], sigma, truncate=3.0, mode="symmetric")  # (B, 2, H, W)
+        smooth = gaussian_blur(draws["field"], sigma, truncate=3.0, mode="symmetric")  # (B, 2, H, W)
+        displacement = alpha * smooth
         rows, cols = pixel_grid(x.shape[-2], x.shape[-1], x.device, x.dtype)
         return sample_at(warped, rows + displacement[:, 1], cols + displacement[:, 0], border="symmetric")
 

@@ -44,7 +44,9 @@ class CorruptionFiles:
         check_labels: bool = True,
     ) -> None:
         if not isinstance(corruption, str) or not corruption or any(sep in corruption for sep in "/\\"):
-            raise ValueError(f"CorruptionFiles: corruption must be a file stem like 'fog', got {corruption!r}")
+            raise ValueError(
+                f"CorruptionFiles: corruption must be a file stem like 'fog', got {corruption!r}"
+            )
         self.name = corruption if name is None else name
         self.root = Path(root)
         self.corruption = corruption
@@ -97,7 +99,9 @@ class CorruptionFiles:
             raise ValueError(f"{self.name}: index must be 1-D (B,), got shape {tuple(index.shape)}")
         if positions.size and (positions.min() < 0 or positions.max() >= n):
             bad = positions[(positions < 0) | (positions >= n)][:5].tolist()
-            raise IndexError(f"{self.name}: index out of range {bad}; {self.path} holds {n} images per severity")
+            raise IndexError(
+                f"{self.name}: index out of range {bad}; {self.path} holds {n} images per severity"
+            )
         return (severity - 1) * n + positions
 
     def verify_labels(self, rows: np.ndarray, y: torch.Tensor) -> None:
@@ -133,7 +137,9 @@ class CorruptionFiles:
         severity = check_severity(self.name, severity)
         check_images(self.name, x)
         if index is None:
-            raise ValueError(f"{self.name}: reading published corruption files needs index (test-split positions)")
+            raise ValueError(
+                f"{self.name}: reading published corruption files needs index (test-split positions)"
+            )
         if index.shape[0] != x.shape[0]:
             raise ValueError(f"{self.name}: index has {index.shape[0]} entries for a batch of {x.shape[0]}")
         rows = self.rows(index, severity)

@@ -127,7 +127,9 @@ def idct_islow_1d(v: torch.Tensor, first_pass: bool) -> torch.Tensor:
 
 def quantise_islow(blocks: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     """Integer DCT, quantisation and dequantisation of level-shifted int64 blocks (..., 8, 8)."""
-    coeffs = fdct_islow_1d(fdct_islow_1d(blocks, True).transpose(-1, -2), False).transpose(-1, -2)  # 8x scaled
+    coeffs = fdct_islow_1d(fdct_islow_1d(blocks, True).transpose(-1, -2), False).transpose(
+        -1, -2
+    )  # 8x scaled
     divisor = table.to(torch.int64) * 8
     levels = torch.sign(coeffs) * torch.div(coeffs.abs() + divisor // 2, divisor, rounding_mode="floor")
     dequant = levels * table.to(torch.int64)

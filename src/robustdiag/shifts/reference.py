@@ -96,7 +96,9 @@ def disk(radius: float, alias_blur: float) -> np.ndarray:
 
 def defocus_blur(image: np.ndarray, param: tuple[float, float], draws: Draws) -> np.ndarray:
     kernel = disk(*param)
-    return np.stack([ndimage.correlate(image[..., c], kernel, mode="mirror") for c in range(image.shape[2])], -1)
+    return np.stack(
+        [ndimage.correlate(image[..., c], kernel, mode="mirror") for c in range(image.shape[2])], -1
+    )
 
 
 def gaussian_blur(image: np.ndarray, sigma: float, draws: Draws) -> np.ndarray:
@@ -146,7 +148,9 @@ def zoom_blur(image: np.ndarray, zooms: tuple[float, ...], draws: Draws) -> np.n
 # ---------------------------------------------------------------- weather
 
 
-def plasma_fractal(mapsize: int, wibble_decay: float, uniform: Callable[[tuple[int, ...]], np.ndarray]) -> np.ndarray:
+def plasma_fractal(
+    mapsize: int, wibble_decay: float, uniform: Callable[[tuple[int, ...]], np.ndarray]
+) -> np.ndarray:
     """Diamond-square height map (mapsize, mapsize) in [0, 1]; ``uniform`` gives U[0, 1) arrays."""
     maps = np.zeros((mapsize, mapsize))
     step, wibble = mapsize, 100.0
@@ -238,11 +242,16 @@ def elastic_transform(image: np.ndarray, param: tuple[float, float, float], draw
     cx, cy, s = w // 2, h // 2, min(h, w) // 3
     src = np.array([[cx + s, cy + s], [cx + s, cy - s], [cx - s, cy - s]], dtype=np.float64)
     dst = src + draws["affine"]
-    inverse = np.linalg.solve(np.concatenate([dst, np.ones((3, 1))], axis=1), src)  # [x y 1] @ inverse = source
+    inverse = np.linalg.solve(
+        np.concatenate([dst, np.ones((3, 1))], axis=1), src
+    )  # [x y 1] @ inverse = source
     matrix = np.array([[inverse[1, 1], inverse[0, 1]], [inverse[1, 0], inverse[0, 0]]])  # (row, col) order
     offset = np.array([inverse[2, 1], inverse[2, 0]])
     warped = np.stack(
-        [ndimage.affine_transform(image[..., c], matrix, offset, order=1, mode="mirror") for c in range(channels)],
+        [
+            ndimage.affine_transform(image[..., c], matrix, offset, order=1, mode="mirror")
+            for c in range(channels)
+        ],
         -1,
     )
     dx = alpha * ndimage.gaussian_filter(draws["field"][0], sigma, mode="reflect", truncate=3.0)
@@ -250,13 +259,17 @@ def elastic_transform(image: np.ndarray, param: tuple[float, float, float], draw
     rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
     coords = np.stack([rows + dy, cols + dx])
     return np.stack(
-        [ndimage.map_coordinates(warped[..., c], coords, order=1, mode="reflect") for c in range(channels)], -1
+        [ndimage.map_coordinates(warped[..., c], coords, order=1, mode="reflect") for c in range(channels)],
+        -1,
     )
 
 
 def elastic_draws(image: np.ndarray, param: tuple[float, float, float], rng: Rng) -> Draws:
     h, w = image.shape[:2]
-    return {"affine": rng.uniform(-param[2], param[2], size=(3, 2)), "field": rng.uniform(-1, 1, size=(2, h, w))}
+    return {
+        "affine": rng.uniform(-param[2], param[2], size=(3, 2)),
+        "field": rng.uniform(-1, 1, size=(2, h, w)),
+    }
 
 
 REFERENCES: dict[str, Reference] = {

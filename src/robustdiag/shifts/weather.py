@@ -76,7 +76,9 @@ class Fog(Corruption):
         "imagenet": ((1.5, 2), (2, 2), (2.5, 1.7), (2.5, 1.5), (3, 1.4)),
     }
 
-    def sample(self, x: torch.Tensor, param: tuple[float, float], geom: Geometry, generator: torch.Generator) -> Draws:
+    def sample(
+        self, x: torch.Tensor, param: tuple[float, float], geom: Geometry, generator: torch.Generator
+    ) -> Draws:
         b, _, h, w = x.shape
         size = next_power_of_two(max(h, w))
         maps = plasma_fractal(
@@ -84,7 +86,9 @@ class Fog(Corruption):
         )
         return {"fractal": maps[:, :h, :w]}  # (B, H, W)
 
-    def apply(self, x: torch.Tensor, param: tuple[float, float], geom: Geometry, draws: Draws) -> torch.Tensor:
+    def apply(
+        self, x: torch.Tensor, param: tuple[float, float], geom: Geometry, draws: Draws
+    ) -> torch.Tensor:
         strength = param[0]
         peak = x.amax(dim=(1, 2, 3), keepdim=True)  # (B, 1, 1, 1)
         fogged = x + strength * draws["fractal"][:, None]

@@ -1,0 +1,84 @@
+"""What happens when a multirun ends: a table of its grid points, then the sweep analysis.
+
+Configured as a Hydra callback (``hydra.callbacks.summary`` in ``conf/config.yaml``); it runs in the
+launching process after every job has finished, locally or on Slurm.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from robustdiag.records import METRICS_FILE, read_json
+
+log = logging.getLogger("robustdiag")
+
+TABLE_COLUMNS = {
+    "model": "model",
+    "regime": "regime",
+    "q": "q",
+    "seed": "seed",
+    "status": "status",
+    "clean/train_acc": "train acc",
+    "clean/test_acc": "test acc",
+    "shift/mean_corruption_acc": "corrupt acc",
+    "metric/fisher/mean": "fisher λ",
+    "metric/path_separation/excess": "path sep",
+    "metric/activation_separation/excess": "act sep",
+}
+
+
+def runs_table(sweep_dir: Path) -> pd.DataFrame:
+    """One row per job directory under ``sweep_dir`` with the headline numbers of its record."""
+    rows = []
+    for path in sorted(sweep_dir.rglob(METRICS_FILE), key=lambda p: _job_order(p.parent.name)):
+        record = read_json(path) or {"status": "unreadable"}
+        row: dict[str, Any] = {"job": path.parent.relative_to(sweep_dir).as_posix()}
+        for key, label in TABLE_COLUMNS.items():
+            if key in record:
+                row[label] = record[key]
+        for key, value in record.items():
+            if key.startswith("attack/") and key.endswith("/acc"):
+                row[f"{key.split('/')[1]} acc"] = value
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def format_table(table: pd.DataFrame) -> str:
+    return table.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-")
+
+
+def _job_order(name: str) -> tuple[int, str]:
+    return (int(name), name) if name.isdigit() else (10**9, name)
+
+
+class SweepSummary(Callback):
+    """Prints the runs of a finished multirun and analyses the sweep (``robustdiag-analyze``)."""
+
+    def __init__(self, analyze: bool = True, n_bootstrap: int = 1000, wandb: bool = False) -> None:
+        self.analyze = analyze
+        self.n_bootstrap = n_bootstrap
+        self.wandb = wandb
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        table = runs_table(sweep_dir)
+        if table.empty:
+            log.warning("no run records under %s", sweep_dir)
+            return
+        print(f"\n== {len(table)} grid points in {sweep_dir} ==\n{format_table(table)}\n", flush=True)
+        if self.analyze:
+            self._analyze(sweep_dir, config)
+
+    def _analyze(self, sweep_dir: Path, config: DictConfig) -> None:
+        from robustdiag.analysis import analyze_sweep
+
+        try:
+            analyze_sweep(sweep_dir, sweep_dir / "analysis", n_bootstrap=self.n_bootstrap, seed=0)
+        except Exception as err:  # noqa: BLE001 - the runs are safe on disk; say how to retry
+            log.error("sweep analysis failed (%s: %s); rerun: robustdiag-analyze %s", type(err).__name__, err, sweep_dir)
