@@ -35,7 +35,7 @@ from robustdiag.records import (
     read_json,
     write_table,
 )
-from robustdiag.train import CheckpointStore, Regime, accuracy_and_loss, corrupt_labels, fit, predict_logits
+from robustdiag.train import CheckpointStore, NonFiniteLossError, Regime, accuracy_and_loss, corrupt_labels, fit, predict_logits
 from robustdiag.types import EvalContext, EvalSet, Metric, MetricResult
 
 log = logging.getLogger("robustdiag")
@@ -99,7 +99,7 @@ def already_complete(out_dir: Path, identity: str) -> bool:
     return bool(previous and previous.get("status") == "complete" and previous.get("config/hash") == identity)
 
 
-def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any] | None:
+def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Run one grid point, writing its record into ``out_dir``. Returns the flat record."""
     identity = config_hash(cfg, tuple(k for k in cfg if k not in ("hydra",)))
     if cfg.skip_complete and already_complete(out_dir, identity):
@@ -202,6 +202,11 @@ def clean_accuracies(
     train_acc, train_loss = accuracy_and_loss(train_logits, train_labels)
     train_true_acc, _ = accuracy_and_loss(train_logits, bundle.train.labels)
     test_acc, test_loss = accuracy_and_loss(test_logits, bundle.test.labels)
+    if not (np.isfinite(train_loss) and np.isfinite(test_loss)):
+        raise NonFiniteLossError(
+            f"the trained model gives non-finite outputs (train loss {train_loss}, test loss {test_loss}); "
+            "training diverged: lower train.optimizer.lr or add warm-up (train.schedule.warmup)"
+        )
     return {
         "clean/train_acc": train_acc,
         "clean/train_loss": train_loss,
@@ -325,8 +330,9 @@ def run_shifts(
     from robustdiag.shifts import apply_shift
 
     corruption_accs = []
-    for name, node in options.items():
+    for node in options.values():
         shift = instantiate(node)
+        name = shift.name  # e.g. cifar10c_files records under its corruption's name
         for severity in shift.severities:
             condition = f"{name}/{severity}"
             with timed(values, f"shift/{condition}"):
@@ -338,7 +344,7 @@ def run_shifts(
             correct = logits.argmax(dim=1) == test.y
             values[f"shift/{condition}/acc"] = float(correct.float().mean())
             tables.per_sample[f"shift/{condition}/correct"] = correct.cpu().numpy()
-            if not getattr(shift, "adversarial", False) and not name.startswith("adversarial"):
+            if not getattr(shift, "adversarial", False):
                 corruption_accs.append(values[f"shift/{condition}/acc"])
             shifted = EvalSet(x=x, y=test.y, index=test.index, condition=condition)
             ctx = EvalContext(data=shifted, logits=logits, clean=test, **base)

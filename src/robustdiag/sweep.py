@@ -6,6 +6,7 @@ launching process after every job has finished, locally or on Slurm.
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -60,10 +61,9 @@ def _job_order(name: str) -> tuple[int, str]:
 class SweepSummary(Callback):
     """Prints the runs of a finished multirun and analyses the sweep (``robustdiag-analyze``)."""
 
-    def __init__(self, analyze: bool = True, n_bootstrap: int = 1000, wandb: bool = False) -> None:
+    def __init__(self, analyze: bool = True, n_bootstrap: int = 1000) -> None:
         self.analyze = analyze
         self.n_bootstrap = n_bootstrap
-        self.wandb = wandb
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -77,8 +77,17 @@ class SweepSummary(Callback):
 
     def _analyze(self, sweep_dir: Path, config: DictConfig) -> None:
         from robustdiag.analysis import analyze_sweep
+        from robustdiag.analysis.wandb_summary import log_summary
 
+        uses_wandb = str(config.get("logger", {}).get("_target_", "")).endswith("WandbLogger")
+        wandb_logger = None
+        if uses_wandb:
+            project = config.logger.get("project", "robustdiag")
+            wandb_logger = functools.partial(log_summary, project=project, mode=None, dir=str(sweep_dir / "analysis"))
         try:
-            analyze_sweep(sweep_dir, sweep_dir / "analysis", n_bootstrap=self.n_bootstrap, seed=0)
+            analyze_sweep(
+                sweep_dir, sweep_dir / "analysis", n_bootstrap=self.n_bootstrap, seed=0,
+                wandb_logger=wandb_logger, verbose=True,
+            )  # fmt: skip
         except Exception as err:  # noqa: BLE001 - the runs are safe on disk; say how to retry
             log.error("sweep analysis failed (%s: %s); rerun: robustdiag-analyze %s", type(err).__name__, err, sweep_dir)

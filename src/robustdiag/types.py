@@ -95,7 +95,7 @@ class Shift(Protocol):
         x: torch.Tensor,  # (B, C, H, W) in [0, 1]
         severity: int,
         *,
-        generator: torch.Generator,  # on x.device; makes the corruption reproducible
+        generator: torch.Generator,  # CPU or x.device; a CPU generator gives identical CPU/CUDA results
         index: torch.Tensor | None = None,  # (B,) sample positions in the test split
         y: torch.Tensor | None = None,  # (B,) labels (needed by the adversarial shift)
         model: nn.Module | None = None,  # the model under evaluation (adversarial shift)

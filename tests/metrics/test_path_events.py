@@ -8,9 +8,11 @@ import torch
 
 from robustdiag.metrics.path_events import (
     activation_events,
+    cover_cutoff,
     cover_mask,
     effective_path_events,
     neuron_events,
+    next_topk_hint,
     positive_events,
 )
 
@@ -74,3 +76,26 @@ def test_neuron_events_match_brute_force(theta: float) -> None:
 def test_activation_events() -> None:
     preact = torch.tensor([[1.0, -1.0, 0.0]])
     assert activation_events(preact).tolist() == [[True, False, False]]
+
+
+@pytest.mark.parametrize("k", [1, 3, 8, 30])
+@pytest.mark.parametrize("theta", [0.2, 0.5, 1.0])
+def test_topk_route_matches_full_sort_and_brute_force(k: int, theta: float) -> None:
+    generator = torch.Generator().manual_seed(5)
+    values = torch.randn(6, 5, 30, generator=generator, dtype=torch.float64).clamp(min=0)  # (B, O, I)
+    values[:, 0] *= torch.linspace(0, 5, 30, dtype=torch.float64) ** 4  # skewed rows: small sets
+    values[2, 3] = 0.0  # empty row
+    cutoff, count = cover_cutoff(values, theta, k)  # some rows resolved by topk, the rest by a full sort
+    full_cutoff, full_count = cover_cutoff(values, theta)
+    torch.testing.assert_close(cutoff, full_cutoff)
+    assert torch.equal(count, full_count)
+    expected = brute_cover(values.numpy(), theta)
+    np.testing.assert_array_equal(cover_mask(values, theta, k).numpy(), expected)
+    np.testing.assert_array_equal(count[..., 0].numpy(), expected.sum(-1))
+    assert cutoff[2, 3].item() == float("inf") and count[2, 3].item() == 0
+
+
+def test_topk_hint_tracks_typical_set_size() -> None:
+    count = torch.cat([torch.full((99,), 10), torch.tensor([200])])
+    assert next_topk_hint(count, n=256) == 14  # 99th percentile 10, +25 %, +1
+    assert next_topk_hint(torch.full((4,), 500), n=256) == 256

@@ -10,7 +10,7 @@ import pytest
 import torch
 from sklearn.naive_bayes import BernoulliNB
 
-from robustdiag.metrics.path_accum import EventCounters, onehot_rows
+from robustdiag.metrics.path_accum import BatchLabels, EventCounters
 from robustdiag.metrics.path_stats import (
     class_pairs,
     model_summary,
@@ -134,13 +134,12 @@ def test_streaming_naive_bayes_matches_sklearn() -> None:
         if is_test:
             counters.fit_naive_bayes(class_counts)
         for chunk in np.array_split(part, 3):  # several batches
-            batch_labels = labellings[:, chunk]
-            onehot = onehot_rows(batch_labels, num_classes, torch.float32)
-            class_counts += onehot.sum(1)
+            batch = BatchLabels(labellings[:, chunk], num_classes, torch.float32)
+            class_counts += batch.onehot.sum(1)
             counters.begin_batch(len(chunk))
-            counters.add(onehot, torch.tensor(events[chunk, :5]), 0, 5)  # two column blocks
-            counters.add(onehot, torch.tensor(events[chunk, 5:]), 5, width)
-            counters.end_batch(batch_labels, num_classes)
+            counters.add(batch, torch.tensor(events[chunk, :5]), 0, 5)  # two column blocks
+            counters.add(batch, torch.tensor(events[chunk, 5:]), 5, width)
+            counters.end_batch(batch)
     got = counters.nb_accuracy().numpy()
     for row, y in enumerate((labels, shuffled)):
         model = BernoulliNB(alpha=1.0, fit_prior=False, binarize=None).fit(events[fit], y[fit])

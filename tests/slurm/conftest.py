@@ -7,6 +7,7 @@ one (and stops it afterwards), ``ROBUSTDIAG_SLURM_INSTALL=1`` also installs slur
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER_SCRIPT = REPO / "slurm" / "local_cluster.sh"
+DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch")
 HOW_TO_START = (
     'apt-get install -y slurm-wlm munge && eval "$(slurm/local_cluster.sh start)", '
     "or set ROBUSTDIAG_START_SLURM=1 (and ROBUSTDIAG_SLURM_INSTALL=1 to install the packages)"
@@ -43,6 +45,11 @@ def slurm_env() -> Iterator[dict[str, str]]:
     if status.returncode != 0:
         if os.environ.get("ROBUSTDIAG_START_SLURM") != "1":
             pytest.skip(f"the local Slurm cluster is not running: {HOW_TO_START}")
+        have_slurm = all(
+            shutil.which(d, path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin") for d in DAEMONS
+        )
+        if not have_slurm and os.environ.get("ROBUSTDIAG_SLURM_INSTALL") != "1":
+            pytest.skip(f"slurm-wlm/munge are not installed: {HOW_TO_START}")
         start = _cluster("start")
         if start.returncode != 0:
             pytest.fail(f"slurm/local_cluster.sh start failed:\n{start.stderr[-3000:]}")

@@ -28,8 +28,11 @@ ROBUSTDIAG = VENV_BIN / "robustdiag"
 ANALYZE = VENV_BIN / "robustdiag-analyze"
 RESUMED = re.compile(r"resumed from epoch (\d+)")
 
-# The real app's smallest grid point: tiny model, synthetic data, a few fast epochs on one CPU.
-REAL_APP_POINT = ["data=synthetic", "model=tiny_resnet", "train=generalise", "device=cpu"]
+# The real app's grid point for these tests: timm's test_resnet on small synthetic images, on one CPU.
+REAL_APP_POINT = [
+    "data=synthetic", "data.n_train=512", "data.n_test=200", "data.image_size=16",
+    "model=tiny_resnet", "eval.n_samples=100", "device=cpu",
+]  # fmt: skip
 
 
 # --------------------------------------------------------------------------- helpers
@@ -229,56 +232,64 @@ def test_tiny_sweep_array_requeues_resumes_and_fills_in(tmp_path: Path, slurm_en
 
 
 @pytest.fixture(scope="module")
-def real_app() -> None:
-    """Skip (with the reason) when the robustdiag app cannot compose the test's grid point."""
+def real_app() -> list[str]:
+    """Extra overrides for the robustdiag app; skip (with the reason) when it cannot compose the point."""
     if not ROBUSTDIAG.exists():
         pytest.skip(f"{ROBUSTDIAG} not found: pip install -e .")
     probe = subprocess.run(
-        [str(ROBUSTDIAG), *REAL_APP_POINT, "--cfg", "job"], capture_output=True, text=True, timeout=120
-    )
+        [str(ROBUSTDIAG), *REAL_APP_POINT, "--cfg", "hydra", "-p", "hydra.callbacks"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
     if probe.returncode != 0:
         pytest.skip(f"robustdiag cannot compose {REAL_APP_POINT}: {probe.stderr.strip()[-500:]}")
+    # the test runs robustdiag-analyze itself: the end-of-sweep summary need not analyse too
+    return ["hydra.callbacks.summary.analyze=false"] if "summary:" in probe.stdout else []
 
 
-def real_multirun(cwd: Path, *overrides: str) -> list[str]:
+def real_multirun(cwd: Path, extra: list[str], *overrides: str) -> list[str]:
     return [
-        str(ROBUSTDIAG),
-        "-m",
-        "hydra/launcher=slurm_local",
-        f"cache_dir={cwd / 'cache'}",
-        *REAL_APP_POINT,
-        *overrides,
-    ]
+        str(ROBUSTDIAG), "-m", "hydra/launcher=slurm_local", f"cache_dir={cwd / 'cache'}",
+        *REAL_APP_POINT, *extra, *overrides,
+    ]  # fmt: skip
 
 
 def test_real_multirun_through_slurm_then_analyze(
-    tmp_path: Path, slurm_env: dict[str, str], real_app: None
+    tmp_path: Path, slurm_env: dict[str, str], real_app: list[str]
 ) -> None:
-    proc = subprocess.run(
-        real_multirun(tmp_path, "seed=0,1", "train.epochs=2", "hydra.launcher.name=rd-real"),
-        cwd=tmp_path, env=slurm_env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    cmd = real_multirun(
+        tmp_path,
+        real_app,
+        "seed=0,1,2",
+        "train.epochs=3",
+        "metric=[fisher]",
+        "attack=[fgsm]",
+        "hydra.launcher.name=rd-real",
+    )
+    proc = subprocess.run(cmd, cwd=tmp_path, env=slurm_env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     sweep = only_sweep_dir(tmp_path)
-    records = [record(sweep / str(i)) for i in range(2)]
-    assert [r.get("status") for r in records] == ["complete", "complete"], records
-    assert sorted(r["seed"] for r in records) == [0, 1]
+    records = [record(sweep / str(i)) for i in range(3)]
+    assert [r.get("status") for r in records] == ["complete"] * 3, records
+    assert sorted(r["seed"] for r in records) == [0, 1, 2]
+    assert all("attack/fgsm/acc" in r for r in records)
 
     analyze = subprocess.run(
-        [str(ANALYZE), str(sweep)], cwd=tmp_path, env=slurm_env, capture_output=True, text=True, timeout=300
-    )
+        [str(ANALYZE), str(sweep), "--no-wandb", "--bootstrap", "200"],
+        cwd=tmp_path, env=slurm_env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
     assert analyze.returncode == 0, analyze.stderr[-3000:]
-    tables = {p.name for p in sweep.rglob("*.csv")}
-    assert {"runs.csv", "correlations.csv"} <= tables, sorted(tables)
-    runs_csv = next(sweep.rglob("runs.csv")).read_text().splitlines()
-    assert len(runs_csv) == 1 + 2  # header + one row per grid point
+    out = sweep / "analysis"
+    runs = (out / "runs.csv").read_text().splitlines()
+    assert len(runs) == 1 + 3  # header + one row per grid point
+    assert (out / "correlations.csv").read_text().strip(), "empty correlations.csv"
+    assert (out / "report.md").exists()
 
 
 def test_real_killed_point_resumes_on_relaunch(
-    tmp_path: Path, slurm_env: dict[str, str], real_app: None
+    tmp_path: Path, slurm_env: dict[str, str], real_app: list[str]
 ) -> None:
     name = "rd-real-kill"
-    cmd = real_multirun(tmp_path, "seed=3", "train.epochs=6", f"hydra.launcher.name={name}")
+    cmd = real_multirun(tmp_path, real_app, "seed=3", "train.epochs=60", f"hydra.launcher.name={name}")
     launcher = subprocess.Popen(
         cmd, cwd=tmp_path, env=slurm_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )

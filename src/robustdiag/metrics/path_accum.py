@@ -1,8 +1,8 @@
 """Streaming per-class event counters for every labelling (real + permuted) at once.
 
 For one layer and one event, ``counts[r * K + k, e]`` is the number of samples with label k under
-labelling r whose event e fired. One batch adds ``onehot^T @ events`` (a single matrix product for all
-labellings). Counts are float32: exact for integers below 2**24 per class.
+labelling r whose event e fired; each batch adds its events to the rows of its labels. Counts are
+float32: exact for integers below 2**24 per class.
 
 Naive Bayes (``separation=naive_bayes``) stays streaming because the run orders samples as a *fit* half
 followed by a *test* half (balanced, n // 2 per class first): when the fit half is done the counters are
@@ -16,12 +16,17 @@ from __future__ import annotations
 import torch
 
 
-def onehot_rows(labellings: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.Tensor:
-    """Transposed one-hot of every labelling: row r*K + k, column b. (L*K, B)."""
-    count, batch = labellings.shape
-    rows = labellings + num_classes * torch.arange(count, device=labellings.device)[:, None]  # (L, B)
-    onehot = torch.zeros(count * num_classes, batch, dtype=dtype, device=labellings.device)
-    return onehot.scatter_(0, rows, 1.0)
+class BatchLabels:
+    """The labels of one batch under every labelling, in the two forms the counters use."""
+
+    def __init__(self, labellings: torch.Tensor, num_classes: int, dtype: torch.dtype) -> None:
+        count, self.size = labellings.shape
+        self.labellings = labellings  # (L, B)
+        self.num_classes = num_classes
+        offsets = num_classes * torch.arange(count, device=labellings.device)[:, None]
+        self.rows = labellings + offsets  # (L, B) counter row r*K + k of each sample
+        self.onehot = torch.zeros(count * num_classes, self.size, dtype=dtype, device=labellings.device)
+        self.onehot.scatter_(0, self.rows, 1.0)  # (L*K, B)
 
 
 class EventCounters:
@@ -43,20 +48,30 @@ class EventCounters:
         if self.nb_bias is not None:
             self.scores = self.nb_bias.expand(batch, -1).clone()  # (B, L*K)
 
-    def add(self, onehot: torch.Tensor, events: torch.Tensor, c0: int, c1: int) -> None:
-        """Count ``events`` (B, c1-c0) bool for columns [c0, c1); ``onehot`` (L*K, B)."""
-        fired = events.to(self.counts.dtype)  # (B, Cc)
-        self.counts[:, c0:c1].addmm_(onehot, fired)
+    def add(self, labels: BatchLabels, events: torch.Tensor, c0: int, c1: int) -> None:
+        """Count ``events`` (B, c1-c0), 0/1 or bool, for columns [c0, c1).
+
+        CPU: one row-wise ``index_add_`` per labelling (memory-bound, no wasted multiplications);
+        GPU: a single ``onehot @ events`` matrix product for all labellings.
+        """
+        fired = events.to(self.counts.dtype)  # (B, Cc) no copy when already 0/1 floats
+        block = self.counts[:, c0:c1]  # (L*K, Cc)
+        if fired.is_cuda:
+            block.addmm_(labels.onehot, fired)
+        else:
+            for rows in labels.rows:  # (B,) one labelling
+                block.index_add_(0, rows, fired)
         if self.scores is not None:
             assert self.nb_log_odds is not None
             self.scores.addmm_(fired, self.nb_log_odds[:, c0:c1].T)
 
-    def end_batch(self, labellings: torch.Tensor, num_classes: int) -> None:
-        """Tally naive-Bayes predictions of the test batch against ``labellings`` (L, B)."""
+    def end_batch(self, labels: BatchLabels) -> None:
+        """Tally naive-Bayes predictions of the test batch against every labelling."""
         if self.scores is None:
             return
+        labellings = labels.labellings  # (L, B)
         count, batch = labellings.shape
-        predicted = self.scores.reshape(batch, count, num_classes).argmax(-1).T  # (L, B)
+        predicted = self.scores.reshape(batch, count, labels.num_classes).argmax(-1).T  # (L, B)
         correct = (predicted == labellings).sum(-1)  # (L,)
         self.nb_correct = correct if self.nb_correct is None else self.nb_correct + correct
         self.nb_tested += batch

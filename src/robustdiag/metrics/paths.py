@@ -25,15 +25,15 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from robustdiag.metrics.path_accum import EventCounters, onehot_rows
+from robustdiag.metrics.path_accum import BatchLabels, EventCounters
 from robustdiag.metrics.path_contrib import LayerProbe, LayerSums, contributions, output_ranges
 from robustdiag.metrics.path_events import (
     EDGE_EVENTS,
     PATH_EVENTS,
     activation_events,
-    cover_mask,
+    cover_cutoff,
     neuron_events,
-    positive_events,
+    next_topk_hint,
 )
 from robustdiag.metrics.path_layers import ProbeLayer, discover_layers
 from robustdiag.metrics.path_stats import SEPARATIONS, class_pairs, model_summary, null_summary, pair_separation
@@ -104,6 +104,7 @@ class LayerState:
     scale: torch.Tensor  # (O,) BN scale applied to the layer's raw output
     shift: torch.Tensor  # (O,) BN shift
     counters: dict[EventFamily, EventCounters] = field(default_factory=dict)
+    topk_hints: dict[EventFamily, int] = field(default_factory=dict)  # effective_path: k for torch.topk
     checked: bool = False
 
 
@@ -249,14 +250,22 @@ def _check_contributions(layer: ProbeLayer, edge_sum: torch.Tensor, edge_abs: to
         )
 
 
-def _update_layer(
-    state: LayerState,
-    sums: LayerSums,
-    onehot: torch.Tensor,
-    chunk_elements: int,
-) -> None:
+def _edge_events(positive: torch.Tensor, family: EventFamily, state: LayerState) -> torch.Tensor:
+    """Edge events of a chunk as counter-dtype 0/1 values. ``positive`` (B, Oc, Ig) -> (B, Oc*Ig)."""
+    fired = torch.empty(positive.shape, dtype=COUNTER_DTYPE, device=positive.device)
+    if family.event == "positive":
+        torch.gt(positive, 0, out=fired)
+    else:
+        hint = state.topk_hints.get(family)
+        cutoff, count = cover_cutoff(positive, family.theta, hint)  # (B, Oc, 1) each
+        torch.ge(positive, cutoff, out=fired)
+        state.topk_hints[family] = next_topk_hint(count, positive.shape[-1])
+    return fired.reshape(positive.shape[0], -1)
+
+
+def _update_layer(state: LayerState, sums: LayerSums, labels: BatchLabels, chunk_elements: int) -> None:
     """Events of one batch for every family of one layer, added to the counters."""
-    layer, batch = state.layer, onehot.shape[1]
+    layer, batch = state.layer, labels.size
     edge_families = [f for f in state.counters if f.per_edge]
     neuron_families = [f for f in state.counters if f.event == "neuron"]
     preact = state.scale * sums.outputs + state.shift * sums.positions  # (B, O) true pre-activation sums
@@ -273,19 +282,19 @@ def _update_layer(
                 edge_abs[:, o0:o1] = contrib.abs().sum(-1)
             positive = contrib.clamp_(min=0)  # (B, Oc, Ig)
             for family in edge_families:
-                events = positive_events(positive) if family.event == "positive" else cover_mask(positive, family.theta)
-                state.counters[family].add(onehot, events.reshape(batch, -1), o0 * per_group, o1 * per_group)
+                fired = _edge_events(positive, family, state)  # (B, Oc*Ig)
+                state.counters[family].add(labels, fired, o0 * per_group, o1 * per_group)
             if neuron_families:
                 positive_mass[:, o0:o1] = positive.sum(-1)
         for family in neuron_families:
-            state.counters[family].add(onehot, neuron_events(positive_mass, family.theta), 0, out_units)
+            state.counters[family].add(labels, neuron_events(positive_mass, family.theta), 0, out_units)
         if check:
             bias = state.bias * sums.positions  # (O,)
             _check_contributions(layer, edge_sum + bias, edge_abs + bias.abs(), preact)
             state.checked = True
     for family, counters in state.counters.items():
         if family.event == "activation":
-            counters.add(onehot, activation_events(preact), 0, layer.out_units)
+            counters.add(labels, activation_events(preact), 0, layer.out_units)
 
 
 def _batch_ranges(total: int, fit_end: int, batch_size: int) -> list[tuple[int, int]]:
@@ -328,15 +337,14 @@ def run_pass(
                     for counters in state.counters.values():
                         counters.fit_naive_bayes(class_counts)
             _, sums = probe.run(ctx.model, selection.x[selection.order[start:end]])
-            batch_labels = selection.labellings[:, start:end]  # (L, B)
-            onehot = onehot_rows(batch_labels, num_classes, COUNTER_DTYPE)  # (L*K, B)
-            class_counts += onehot.sum(1)
+            labels = BatchLabels(selection.labellings[:, start:end], num_classes, COUNTER_DTYPE)
+            class_counts += labels.onehot.sum(1)
             for state in states:
                 for counters in state.counters.values():
-                    counters.begin_batch(end - start)
-                _update_layer(state, sums[state.layer.name], onehot, settings.chunk_elements)
+                    counters.begin_batch(labels.size)
+                _update_layer(state, sums[state.layer.name], labels, settings.chunk_elements)
                 for counters in state.counters.values():
-                    counters.end_batch(batch_labels, num_classes)
+                    counters.end_batch(labels)
     seed = ctx.seed if settings.seed is None else settings.seed
     return {r: _finalize(r, states, class_counts, selection, num_classes, seed, settings) for r in requests}
 

@@ -1,0 +1,131 @@
+"""End to end through the real CLI (`robustdiag`), as a subprocess, on shrunk versions of the real config."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+pytestmark = pytest.mark.slow
+
+
+def robustdiag(tmp_path: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "ROBUSTDIAG_CACHE": str(tmp_path / "cache"),
+        "ROBUSTDIAG_PROGRESS": "0",
+        "HF_DATASETS_OFFLINE": "1",
+        "HF_HUB_OFFLINE": "1",
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+    }
+    return subprocess.run(
+        [str(BIN / "robustdiag"), *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def records(root: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(root.rglob("metrics.json"))]
+
+
+def test_help_explains_groups_and_examples(tmp_path: Path) -> None:
+    out = robustdiag(tmp_path, "--help")
+    assert out.returncode == 0
+    for word in ("model", "data", "train", "shift", "attack", "metric", "experiment=quickstart"):
+        assert word in out.stdout
+
+
+def test_quickstart_sweep_end_to_end(tmp_path: Path) -> None:
+    """The embedded demonstration, shrunk (2 epochs, few samples), through the real multirun."""
+    out = robustdiag(
+        tmp_path,
+        "-m",
+        "experiment=quickstart",
+        "train.epochs=2",
+        "eval.n_samples=50",
+        "shift.severities=[1]",
+        "attack.pgd_linf.steps=2",
+        "metric.fisher.n_samples=20",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = records(tmp_path / "sweep")
+    assert len(runs) == 8
+    assert {r["status"] for r in runs} == {"complete"}
+    assert {(r["model"], r["regime"], r["seed"]) for r in runs} == {
+        (m, t, s) for m in ("test_resnet", "test_vit") for t in ("generalise", "memorise") for s in (0, 1)
+    }
+    for r in runs:
+        for key in ("clean/train_acc", "clean/test_acc", "attack/pgd_linf/acc", "shift/contrast/1/acc",
+                    "metric/fisher/mean", "metric/path_separation/excess", "metric/activation_separation/excess",
+                    "run/commit", "run/hardware", "seed"):  # fmt: skip
+            assert key in r, key
+        assert r["labels"] == ("random" if r["regime"] == "memorise" else "true")
+    assert "grid points" in out.stdout  # the table of runs
+    assert (tmp_path / "sweep" / "analysis" / "report.md").exists()
+    assert (tmp_path / "sweep" / "analysis" / "correlations.csv").exists()
+
+
+def test_rerun_skips_complete_record_and_reuses_checkpoint(tmp_path: Path) -> None:
+    args = ("data=synthetic", "data.n_train=200", "data.n_test=100", "data.image_size=8", "train.epochs=1",
+            "eval.n_samples=50", f"hydra.run.dir={tmp_path / 'run'}")  # fmt: skip
+    first = robustdiag(tmp_path, *args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = robustdiag(tmp_path, *args)
+    assert second.returncode == 0
+    assert "skipping" in second.stdout + second.stderr
+    third = robustdiag(tmp_path, *args[:-1], f"hydra.run.dir={tmp_path / 'run2'}")  # new dir, same model
+    record = records(tmp_path / "run2")[0]
+    assert third.returncode == 0 and record["train/cached"] is True
+
+
+def test_nan_loss_stops_with_failed_record(tmp_path: Path) -> None:
+    out = robustdiag(
+        tmp_path, "data=synthetic", "data.n_train=200", "data.n_test=100", "data.image_size=8",
+        "train.epochs=2", "train.schedule.warmup=0", "train.optimizer.lr=1e30", f"hydra.run.dir={tmp_path / 'run'}",
+    )  # fmt: skip
+    assert out.returncode != 0
+    assert "NonFiniteLossError" in out.stderr and "lr" in out.stderr
+    record = records(tmp_path / "run")[0]
+    assert record["status"] == "failed" and "NonFiniteLossError" in record["error"]
+
+
+def test_failed_grid_point_does_not_stop_the_sweep(tmp_path: Path) -> None:
+    out = robustdiag(
+        tmp_path, "-m", "data=synthetic", "data.n_train=200", "data.n_test=100", "data.image_size=8",
+        "train.epochs=2", "train.schedule.warmup=0", "eval.n_samples=50", "train.optimizer.lr=0.05,1e30",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    statuses = sorted(r["status"] for r in records(tmp_path / "sweep"))
+    assert statuses == ["complete", "failed"]
+
+
+def test_hub_dataset_without_network_says_how_to_use_a_local_copy(tmp_path: Path) -> None:
+    out = robustdiag(tmp_path, "data=cifar10", f"hydra.run.dir={tmp_path / 'run'}")
+    assert out.returncode != 0
+    assert "data.path" in out.stderr
+
+
+def test_unknown_model_name_suggests_timm_names(tmp_path: Path) -> None:
+    out = robustdiag(tmp_path, "model.name=resnet_18", f"hydra.run.dir={tmp_path / 'run'}")
+    assert out.returncode != 0
+    assert "resnet18" in out.stderr
+
+
+def test_unknown_group_option_lists_valid_ones(tmp_path: Path) -> None:
+    out = robustdiag(tmp_path, "train=memorize")
+    assert out.returncode != 0
+    assert "memorise" in out.stderr and "generalise" in out.stderr
