@@ -92,7 +92,7 @@ def test_any_timm_name_without_a_yaml_file() -> None:
 def test_every_multiselect_option_instantiates(group: str) -> None:
     for option in options(group):
         if option == "autoattack":
-            pytest.importorskip("autoattack")
+            pytest.importorskip("pyautoattack")
         cfg = compose_with(f"{group}={option}")
         nodes = selected(cfg[group])
         if option in ("none", "cifar10c_files"):
