@@ -5,7 +5,7 @@ Speed: images/s of ``path_separation`` (default event effective_path, every conv
 pass over the same batches. Target: path separation takes at most 3x the forward time.
 
 Memory: the peak for 1k and 10k evaluation samples, each measured in a fresh subprocess (CPU: peak RSS
-minus the RSS after data and model are in place; GPU: ``torch.cuda.max_memory_allocated`` minus the
+minus the RSS after data and model are in place, the peak reset through /proc/self/clear_refs; GPU: ``torch.cuda.max_memory_allocated`` minus the
 allocation before the metric). Counters are streamed, so the peak must not grow with the sample count.
 
     python benchmarks/bench_paths.py [--quick] [--device cpu|cuda] [--out benchmarks/out/bench_paths.json]
@@ -121,10 +121,38 @@ def peak_memory_child(device: torch.device, n: int, batch_size: int) -> dict[str
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated() - base
     else:
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+        base = reset_peak_rss()
         PathSeparation()(ctx)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+        peak = peak_rss() - base
     return {"n": n, "peak_above_baseline_mib": peak / 2**20, "seconds": time.perf_counter() - start}
+
+
+def _status_kib(field: str) -> int:
+    """A ``VmRSS``/``VmHWM`` value of /proc/self/status in KiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def reset_peak_rss() -> int:
+    """Reset the peak RSS to the current RSS (Linux ``clear_refs`` 5) and return it in bytes.
+
+    Falls back to the lifetime peak (``ru_maxrss``) where the kernel does not allow the reset.
+    """
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return _status_kib("VmRSS") * 1024
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+
+
+def peak_rss() -> int:
+    """Peak RSS in bytes since the last reset."""
+    try:
+        return _status_kib("VmHWM") * 1024
+    except (OSError, KeyError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def peak_memory(device: torch.device, n: int, batch_size: int) -> dict[str, float]:

@@ -76,6 +76,36 @@ def test_quickstart_sweep_end_to_end(tmp_path: Path) -> None:
     assert "grid points" in out.stdout  # the table of runs
     assert (tmp_path / "sweep" / "analysis" / "report.md").exists()
     assert (tmp_path / "sweep" / "analysis" / "correlations.csv").exists()
+    assert "correlation" in out.stdout.lower()
+    check_wandb_offline_files(tmp_path / "sweep")
+
+
+def check_wandb_offline_files(sweep: Path) -> None:
+    """The quickstart logs W&B offline: one run per grid point plus one analysis run, same group."""
+    from robustdiag.analysis.wandb_offline import find_offline_runs, read_offline_run
+
+    runs = [read_offline_run(path) for path in find_offline_runs(sweep)]
+    grid = [r for r in runs if r.run.get("job_type") == "grid-point"]
+    analysis = [r for r in runs if r.run.get("job_type") == "analysis"]
+    assert len(grid) == 8 and len(analysis) == 1
+    assert {r.run.get("group") for r in runs} == {sweep.name}
+    for run in grid:
+        flat = flatten(run.summary)
+        for key in ("clean/test_acc", "attack/pgd_linf/acc", "metric/fisher/mean", "metric/path_separation/excess"):
+            assert key in flat, (key, sorted(flat)[:20])
+        assert run.exit_code == 0
+    assert any("correlations" in f for f in analysis[0].files), analysis[0].files
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and "_type" not in value:
+            out.update(flatten(value, f"{name}/"))
+        else:
+            out[name] = value
+    return out
 
 
 def test_rerun_skips_complete_record_and_reuses_checkpoint(tmp_path: Path) -> None:

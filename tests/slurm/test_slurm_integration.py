@@ -289,7 +289,7 @@ def test_real_killed_point_resumes_on_relaunch(
     tmp_path: Path, slurm_env: dict[str, str], real_app: list[str]
 ) -> None:
     name = "rd-real-kill"
-    cmd = real_multirun(tmp_path, real_app, "seed=3", "train.epochs=60", f"hydra.launcher.name={name}")
+    cmd = real_multirun(tmp_path, real_app, "seed=3", "train.epochs=6", f"hydra.launcher.name={name}")
     launcher = subprocess.Popen(
         cmd, cwd=tmp_path, env=slurm_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -301,12 +301,13 @@ def test_real_killed_point_resumes_on_relaunch(
             "the first epoch checkpoint",
         )
         sweep = only_sweep_dir(tmp_path)
-        subprocess.run(["scancel", "-n", name], env=slurm_env, check=True)
-        out, _ = launcher.communicate(timeout=120)
+        # a crash (node failure, OOM killer): SIGKILL to the batch script and the run at once
+        subprocess.run(["scancel", "--full", "--signal=KILL", "-n", name], env=slurm_env, check=True)
+        out, _ = launcher.communicate(timeout=120)  # submitit sees the job end without a result
     finally:
         launcher.kill()
     assert launcher.returncode != 0, out[-3000:]
-    assert record(sweep / "0").get("status") != "complete", "the run finished before it could be cancelled"
+    assert record(sweep / "0").get("status") != "complete", "the run finished before it could be killed"
 
     relaunch = subprocess.run(
         [*cmd, f"hydra.sweep.dir={sweep}"],

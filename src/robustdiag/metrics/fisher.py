@@ -146,8 +146,8 @@ def class_gradients(model: Logits, x: Tensor) -> tuple[Tensor, Tensor]:
 
 def fisher_gram(p: Tensor, G: Tensor) -> Tensor:
     """M = diag(√p) G Gᵀ diag(√p) (B, K, K): same non-zero spectrum as F = Gᵀ diag(p) G."""
-    Gs = G * p.sqrt().unsqueeze(-1)  # (B, K, D)
-    return Gs @ Gs.transpose(1, 2)  # (B, K, K)
+    s = p.sqrt()
+    return (G @ G.transpose(1, 2)) * (s.unsqueeze(-1) * s.unsqueeze(-2))  # (B, K, K), no copy of G
 
 
 def lambda_max_exact(p: Tensor, G: Tensor) -> Tensor:
@@ -544,13 +544,13 @@ class FisherMetric:
             raise ValueError(
                 f"metric.fisher.srp_distribution={srp_distribution!r} is not one of {list(PROBES)}"
             )
-        for key, value in (
-            ("n_samples", n_samples),
-            ("trace_probes", trace_probes),
-            ("srp_probes", srp_probes),
+        for key, value, least in (
+            ("n_samples", n_samples, 1),
+            ("srp_probes", srp_probes, 1),
+            ("trace_probes", trace_probes, 0),
         ):
-            if value < 1:
-                raise ValueError(f"metric.fisher.{key} must be ≥ 1, got {value}")
+            if value < least:
+                raise ValueError(f"metric.fisher.{key} must be ≥ {least}, got {value}")
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"metric.fisher.batch_size must be ≥ 1 or null, got {batch_size}")
         self.name = "fisher"
@@ -733,14 +733,18 @@ class FisherMetric:
     def _trace(self, fn: Logits, x: Tensor, generator: torch.Generator, batch: int) -> FisherEstimate:
         log_p, G, p = self._gradients(fn, x)
         tr = trace_exact(p, G)
-        est, se = trace_hutchinson(fn, x, n_probes=self.trace_probes, generator=generator, jvp=self.jvp)
+        est = se = torch.full_like(tr, float("nan"))
+        if self.trace_probes:
+            est, se = trace_hutchinson(fn, x, n_probes=self.trace_probes, generator=generator, jvp=self.jvp)
         return FisherEstimate(tr, tr, log_p, {"trace_hutchinson": est, "trace_hutchinson_se": se})
 
     def _lanczos(self, fn: Logits, x: Tensor, generator: torch.Generator, batch: int) -> FisherEstimate:
         res = lanczos(
             fn, x, generator=generator, tol=self.lanczos_tol, max_iter=self.lanczos_max_iter, jvp=self.jvp
         )
-        tr, _ = trace_hutchinson(fn, x, n_probes=self.trace_probes, generator=generator, jvp=self.jvp)
+        tr = torch.full_like(res.lam, float("nan"))  # trace_probes = 0: no trace (saves its JVPs)
+        if self.trace_probes:
+            tr, _ = trace_hutchinson(fn, x, n_probes=self.trace_probes, generator=generator, jvp=self.jvp)
         extra = {"iterations": res.iterations.to(res.lam.dtype), "converged": res.converged.to(res.lam.dtype)}
         return FisherEstimate(res.lam, tr, res.log_p, extra)
 

@@ -78,6 +78,12 @@ def cover_mask(values: torch.Tensor, theta: float, k: int | None = None) -> torc
     return values >= cutoff
 
 
+def initial_topk_hint(n: int) -> int:
+    """``k`` for a layer's first batch: 1/6 of its inputs (effective paths at theta 0.5 took 5-12 % of the
+    inputs in resnet18; rows needing more fall back to a full sort, so this only affects speed)."""
+    return min(n, max(16, math.ceil(n / 6)))
+
+
 def next_topk_hint(count: torch.Tensor, n: int, quantile: float = 0.99) -> int:
     """A ``k`` for the next batch: the ``quantile`` of this batch's selected counts plus 25 %."""
     flat = count.flatten().float()

@@ -32,6 +32,7 @@ from robustdiag.metrics.path_events import (
     PATH_EVENTS,
     activation_events,
     cover_cutoff,
+    initial_topk_hint,
     neuron_events,
     next_topk_hint,
 )
@@ -256,7 +257,7 @@ def _edge_events(positive: torch.Tensor, family: EventFamily, state: LayerState)
     if family.event == "positive":
         torch.gt(positive, 0, out=fired)
     else:
-        hint = state.topk_hints.get(family)
+        hint = state.topk_hints.get(family, initial_topk_hint(positive.shape[-1]))
         cutoff, count = cover_cutoff(positive, family.theta, hint)  # (B, Oc, 1) each
         torch.ge(positive, cutoff, out=fired)
         state.topk_hints[family] = next_topk_hint(count, positive.shape[-1])
