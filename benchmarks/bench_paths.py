@@ -14,6 +14,7 @@ allocation before the metric). Counters are streamed, so the peak must not grow 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -36,7 +37,9 @@ CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
 
 def make_model(device: torch.device) -> torch.nn.Module:
-    model = build_model("resnet18", num_classes=NUM_CLASSES, in_chans=3, img_size=IMG, mean=CIFAR_MEAN, std=CIFAR_STD)
+    model = build_model(
+        "resnet18", num_classes=NUM_CLASSES, in_chans=3, img_size=IMG, mean=CIFAR_MEAN, std=CIFAR_STD
+    )
     return model.to(device).eval()
 
 
@@ -157,19 +160,25 @@ def peak_rss() -> int:
 
 def peak_memory(device: torch.device, n: int, batch_size: int) -> dict[str, float]:
     """``peak_memory_child`` in a subprocess, so earlier work does not hold the high-water mark."""
-    command = [sys.executable, __file__, "--child", str(n), "--device", device.type, "--batch-size", str(batch_size)]
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        str(n),
+        "--device",
+        device.type,
+        "--batch-size",
+        str(batch_size),
+    ]
     output = subprocess.run(command, check=True, capture_output=True, text=True, env=os.environ.copy()).stdout
     return json.loads(output.strip().splitlines()[-1])
 
 
 def machine_info(device: torch.device) -> dict[str, object]:
     cpu = platform.processor()
-    try:
-        cpu = next(
-            line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in line
-        )
-    except (OSError, StopIteration):
-        pass
+    with contextlib.suppress(OSError, StopIteration):
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next(line.split(":", 1)[1].strip() for line in lines if "model name" in line)
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -190,12 +199,12 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("ROBUSTDIAG_PROGRESS", "0")
     device = torch.device(args.device)
-    batch_size = args.batch_size or (512 if device.type == "cuda" else 128)
+    batch_size = args.batch_size or (512 if device.type == "cuda" else 128 if not args.quick else 50)
     if args.child is not None:
         print(json.dumps(peak_memory_child(device, args.child, batch_size)))
         return
-    sizes = (200, 400) if args.quick else (1000, 10000)
-    speed_n, repeats = (200, 1) if args.quick else (2000, 3)
+    sizes = (100, 200) if args.quick else (1000, 10000)
+    speed_n, repeats = (100, 1) if args.quick else (2000, 3)
     result = {
         "benchmark": "bench_paths",
         "command": " ".join([sys.executable, *sys.argv]),

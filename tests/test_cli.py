@@ -91,7 +91,12 @@ def check_wandb_offline_files(sweep: Path) -> None:
     assert {r.run.get("group") for r in runs} == {sweep.name}
     for run in grid:
         flat = flatten(run.summary)
-        for key in ("clean/test_acc", "attack/pgd_linf/acc", "metric/fisher/mean", "metric/path_separation/excess"):
+        for key in (
+            "clean/test_acc",
+            "attack/pgd_linf/acc",
+            "metric/fisher/mean",
+            "metric/path_separation/excess",
+        ):
             assert key in flat, (key, sorted(flat)[:20])
         assert run.exit_code == 0
     assert any("correlations" in f for f in analysis[0].files), analysis[0].files

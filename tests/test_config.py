@@ -104,7 +104,9 @@ def test_every_multiselect_option_instantiates(group: str) -> None:
 
 
 def test_multiselect_lists_and_severities() -> None:
-    cfg = compose_with("shift=[gaussian_noise,contrast]", "shift.severities=[1,3,5]", "attack=[pgd_linf,fgsm]")
+    cfg = compose_with(
+        "shift=[gaussian_noise,contrast]", "shift.severities=[1,3,5]", "attack=[pgd_linf,fgsm]"
+    )
     assert set(selected(cfg.shift)) == {"gaussian_noise", "contrast"}
     assert list(instantiate(cfg.shift.contrast).severities) == [1, 3, 5]
     assert set(selected(cfg.attack)) == {"pgd_linf", "fgsm"}

@@ -32,13 +32,17 @@ def app(cfg: DictConfig) -> None:
     except Exception as err:
         if hydra_cfg.mode != RunMode.MULTIRUN:
             raise
-        log.error("grid point %s failed: %s: %s (recorded in %s)", out_dir.name, type(err).__name__, err, out_dir)
+        log.error(
+            "grid point %s failed: %s: %s (recorded in %s)", out_dir.name, type(err).__name__, err, out_dir
+        )
         log.debug("traceback", exc_info=True)
 
 
 def main() -> None:
     if not Path(CONFIG_DIR, "config.yaml").exists():
-        sys.exit(f"robustdiag: no config.yaml in {CONFIG_DIR}; set ROBUSTDIAG_CONFIG_DIR to the repo's conf/ folder")
+        sys.exit(
+            f"robustdiag: no config.yaml in {CONFIG_DIR}; set ROBUSTDIAG_CONFIG_DIR to the repo's conf/ folder"
+        )
     app()
 
 

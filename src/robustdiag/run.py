@@ -35,7 +35,15 @@ from robustdiag.records import (
     read_json,
     write_table,
 )
-from robustdiag.train import CheckpointStore, NonFiniteLossError, Regime, accuracy_and_loss, corrupt_labels, fit, predict_logits
+from robustdiag.train import (
+    CheckpointStore,
+    NonFiniteLossError,
+    Regime,
+    accuracy_and_loss,
+    corrupt_labels,
+    fit,
+    predict_logits,
+)
 from robustdiag.types import EvalContext, EvalSet, Metric, MetricResult
 
 log = logging.getLogger("robustdiag")
@@ -72,7 +80,10 @@ def resolve_device(name: str) -> torch.device:
 
 def config_hash(cfg: DictConfig, keys: tuple[str, ...]) -> str:
     """A short stable hash of the resolved sub-config ``keys`` of ``cfg``."""
-    payload = {k: OmegaConf.to_container(cfg[k], resolve=True) if isinstance(cfg[k], DictConfig) else cfg[k] for k in keys}
+    payload = {
+        k: OmegaConf.to_container(cfg[k], resolve=True) if isinstance(cfg[k], DictConfig) else cfg[k]
+        for k in keys
+    }
     payload["_train_code_version"] = TRAIN_CODE_VERSION
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -107,7 +118,9 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         return read_json(out_dir / METRICS_FILE)
     device = resolve_device(cfg.device)
     record = RunRecord(out_dir)
-    record.update({**identity_keys(cfg), "config/hash": identity, **provenance(device), "run/started": _now()})
+    record.update(
+        {**identity_keys(cfg), "config/hash": identity, **provenance(device), "run/started": _now()}
+    )
     wandb_logger = instantiate(cfg.logger) if cfg.get("logger") else NullLogger()
     failed = True
     try:
@@ -163,7 +176,9 @@ def evaluate_grid_point(
         kwargs=_plain(cfg.model.get("kwargs")),
     )
     regime: Regime = instantiate(cfg.train)
-    train_labels = corrupt_labels(bundle.train.labels, q=regime.q, num_classes=bundle.num_classes, seed=cfg.seed)
+    train_labels = corrupt_labels(
+        bundle.train.labels, q=regime.q, num_classes=bundle.num_classes, seed=cfg.seed
+    )
     np.save(out_dir / "train_labels.npy", train_labels.numpy())
     train_hash = config_hash(cfg, TRAIN_KEYS)
     store = CheckpointStore(Path(cfg.cache_dir) / "checkpoints" / train_hash)
@@ -256,7 +271,9 @@ def evaluate_model(
     values["eval/n"] = len(test)
     values["eval/clean_acc"] = float((pred == test.y).float().mean())
     fooled = run_attacks(cfg, model, test, values, tables)
-    metrics: dict[str, Metric] = {name: instantiate(node) for name, node in selected(cfg.get("metric")).items()}
+    metrics: dict[str, Metric] = {
+        name: instantiate(node) for name, node in selected(cfg.get("metric")).items()
+    }
     base = dict(
         model=model,
         num_classes=bundle.num_classes,
@@ -286,7 +303,9 @@ def run_attacks(
     for name, node in options.items():
         attack = instantiate(node)
         with timed(values, f"attack/{name}"):
-            result = evaluate_attack(attack, model, test.x, test.y, batch_size=cfg.eval.batch_size, seed=cfg.seed)
+            result = evaluate_attack(
+                attack, model, test.x, test.y, batch_size=cfg.eval.batch_size, seed=cfg.seed
+            )
         results[name] = result
         values[f"attack/{name}/acc"] = result.acc
         tables.per_sample[f"attack/{name}/robust"] = result.robust.cpu().numpy()
@@ -369,7 +388,9 @@ def write_tables(out_dir: Path, tables: Tables) -> None:
 
 def mirror_to_wandb(logger: NullLogger, values: dict[str, Any], tables: Tables) -> None:
     """Summary metrics, the per-layer table and the lambda histogram to W&B (best effort)."""
-    logger.log_summary({k: v for k, v in values.items() if isinstance(v, (int, float, str, bool)) or v is None})
+    logger.log_summary(
+        {k: v for k, v in values.items() if isinstance(v, (int, float, str, bool)) or v is None}
+    )
     if tables.per_layer:
         logger.log_table("per_layer", pd.DataFrame(tables.per_layer))
     if "metric/fisher/lambda" in tables.per_sample:

@@ -83,11 +83,18 @@ class SweepSummary(Callback):
         wandb_logger = None
         if uses_wandb:
             project = config.logger.get("project", "robustdiag")
-            wandb_logger = functools.partial(log_summary, project=project, mode=None, dir=str(sweep_dir / "analysis"))
+            wandb_logger = functools.partial(
+                log_summary, project=project, mode=None, dir=str(sweep_dir / "analysis")
+            )
         try:
             analyze_sweep(
                 sweep_dir, sweep_dir / "analysis", n_bootstrap=self.n_bootstrap, seed=0,
                 wandb_logger=wandb_logger, verbose=True,
             )  # fmt: skip
         except Exception as err:  # noqa: BLE001 - the runs are safe on disk; say how to retry
-            log.error("sweep analysis failed (%s: %s); rerun: robustdiag-analyze %s", type(err).__name__, err, sweep_dir)
+            log.error(
+                "sweep analysis failed (%s: %s); rerun: robustdiag-analyze %s",
+                type(err).__name__,
+                err,
+                sweep_dir,
+            )

@@ -93,7 +93,9 @@ def test_folded_bn_contributions_sum_to_preactivation(groups: int) -> None:
     total = contrib.sum(-1) + layer.folded_bias(torch.float64) * positions
     torch.testing.assert_close(total, preact.sum((-2, -1)), rtol=1e-10, atol=1e-9)
     # and each pair equals the per-pair convolution with the folded kernel
-    torch.testing.assert_close(contrib, per_pair_conv(x, conv, layer.folded_weight(torch.float64).view_as(conv.weight)))
+    torch.testing.assert_close(
+        contrib, per_pair_conv(x, conv, layer.folded_weight(torch.float64).view_as(conv.weight))
+    )
 
 
 def test_timm_same_padding_and_weight_standardisation() -> None:

@@ -44,7 +44,11 @@ class Net(nn.Module):
         return self.head(x.mean((-2, -1)))
 
 
-EXPECTED_FOLDS = {"block.conv1": "block.bn1", "block.conv2": "block.bn2", "convnormact.conv": "convnormact.bn"}
+EXPECTED_FOLDS = {
+    "block.conv1": "block.bn1",
+    "block.conv2": "block.bn2",
+    "convnormact.conv": "convnormact.bn",
+}
 
 
 @pytest.mark.parametrize("data_dependent,method", [(False, "fx"), (True, "order")])

@@ -34,9 +34,12 @@ def np_divergence(p: float, q: float, kind: str) -> float:
         return 0.5 * (abs(p - q) + abs((1 - p) - (1 - q)))
     p, q = min(max(p, EPS), 1 - EPS), min(max(q, EPS), 1 - EPS)
     if kind == "sym_kl":
-        return p * math.log(p / q) + (1 - p) * math.log((1 - p) / (1 - q)) + q * math.log(q / p) + (
-            1 - q
-        ) * math.log((1 - q) / (1 - p))
+        return (
+            p * math.log(p / q)
+            + (1 - p) * math.log((1 - p) / (1 - q))
+            + q * math.log(q / p)
+            + (1 - q) * math.log((1 - q) / (1 - p))
+        )
     if kind == "bhattacharyya":
         return -math.log(math.sqrt(p * q) + math.sqrt((1 - p) * (1 - q)))
     raise AssertionError(kind)
@@ -73,7 +76,9 @@ def test_separations_from_counts_match_numpy(kind: str) -> None:
     trials = 9
     counts = rng.integers(0, trials + 1, size=(2, 5, 11)).astype(np.float32)  # (L, K, E)
     pairs = [(0, 3), (1, 2), (2, 4)]
-    got = pair_separation(torch.tensor(counts), torch.tensor(pairs), kind, trials=trials, eps=EPS, chunk_elements=13)
+    got = pair_separation(
+        torch.tensor(counts), torch.tensor(pairs), kind, trials=trials, eps=EPS, chunk_elements=13
+    )
     expected = [np_separation(counts[r].astype(np.float64) / trials, pairs, kind) for r in range(2)]
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-10, atol=1e-12)
 
@@ -112,7 +117,9 @@ def test_null_and_model_summaries() -> None:
     assert model["raw"] == pytest.approx(0.7)
     assert model["null_std"] == pytest.approx(float(layer_mean[1:].std()))
     assert model["z"] == pytest.approx((0.7 - float(layer_mean[1:].mean())) / float(layer_mean[1:].std()))
-    assert model["z_layer_mean"] == pytest.approx((7.0 + (0.5 - 0.4) / float(torch.tensor([0.3, 0.3, 0.6]).std())) / 2)
+    assert model["z_layer_mean"] == pytest.approx(
+        (7.0 + (0.5 - 0.4) / float(torch.tensor([0.3, 0.3, 0.6]).std())) / 2
+    )
     with pytest.warns(UserWarning, match="permutation"):
         assert math.isnan(model_summary(torch.tensor([[0.5, 0.4]]))["z"])
 

@@ -16,9 +16,13 @@ from robustdiag.models import Classifier, Normalize
 from robustdiag.types import EvalContext, EvalSet, Metric, MetricResult
 
 
-def make_ctx(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, **kwargs: object) -> EvalContext:
+def make_ctx(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, **kwargs: object
+) -> EvalContext:
     data = EvalSet(x=x, y=y, index=torch.arange(len(y)))
-    return EvalContext(model=model.eval(), data=data, num_classes=num_classes, batch_size=16, seed=0, **kwargs)
+    return EvalContext(
+        model=model.eval(), data=data, num_classes=num_classes, batch_size=16, seed=0, **kwargs
+    )
 
 
 def one_hot_inputs(num_classes: int, per_class: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,7 +136,10 @@ def test_streaming_over_batches_equals_one_big_batch(event: str, separation: str
         ctx = make_ctx(model, x, y, num_classes=3)
         kwargs = dict(separation=separation, permutations=3, samples_per_class=8, batch_size=batch_size)
         results.append(
-            (PathSeparation(event=event, chunk_elements=40, **kwargs)(ctx), ActivationSeparation(**kwargs)(ctx))
+            (
+                PathSeparation(event=event, chunk_elements=40, **kwargs)(ctx),
+                ActivationSeparation(**kwargs)(ctx),
+            )
         )
     for small, big in zip(*results):
         assert_same_result(small, big)
@@ -158,7 +165,10 @@ def test_path_and_activation_share_one_forward_pass_in_either_order() -> None:
     model = planted_model(3)
     calls = []
     model.register_forward_hook(lambda *_: calls.append(1))
-    for first, second in ((PathSeparation(), ActivationSeparation()), (ActivationSeparation(), PathSeparation())):
+    for first, second in (
+        (PathSeparation(), ActivationSeparation()),
+        (ActivationSeparation(), PathSeparation()),
+    ):
         calls.clear()
         ctx = make_ctx(model, x, y, num_classes=3)
         first(ctx)
@@ -195,8 +205,12 @@ def test_label_sources() -> None:
     train = EvalSet(x=x, y=torch.zeros_like(y), index=torch.arange(len(y)), y_trained=1 - y)
     ctx = make_ctx(model, x, y, 2, logits=logits, train_data=train)
     true = PathSeparation(permutations=2)(ctx)
-    assert PathSeparation(permutations=2, labels="predicted")(ctx).scalars["raw"] == pytest.approx(true.scalars["raw"])
-    assert PathSeparation(permutations=2, labels="trained")(ctx).scalars["raw"] == pytest.approx(true.scalars["raw"])
+    assert PathSeparation(permutations=2, labels="predicted")(ctx).scalars["raw"] == pytest.approx(
+        true.scalars["raw"]
+    )
+    assert PathSeparation(permutations=2, labels="trained")(ctx).scalars["raw"] == pytest.approx(
+        true.scalars["raw"]
+    )
     assert PathSeparation(labels=True).settings.labels == "true"  # `labels=true` from a Hydra command line
     with pytest.raises(ValueError, match="train_data"):
         PathSeparation(labels="trained")(make_ctx(model, x, y, 2))
@@ -281,4 +295,6 @@ def test_runs_on_tiny_timm_models(build: object, size: int) -> None:
     if isinstance(net, VGG) or "resnet" in type(net).__name__.lower():
         assert any(row["bn_folded"] for row in path.per_layer)
     if hasattr(net, "blocks"):
-        assert {"blocks.0.attn.qkv", "blocks.0.attn.proj", "blocks.0.mlp.fc1", "patch_embed.proj"} <= set(names)
+        assert {"blocks.0.attn.qkv", "blocks.0.attn.proj", "blocks.0.mlp.fc1", "patch_embed.proj"} <= set(
+            names
+        )

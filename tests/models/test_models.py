@@ -5,7 +5,9 @@ from robustdiag.models import Classifier, UnknownModelError, adapt_small_input_s
 
 
 def _build(name: str, size: int = 32, chans: int = 3, **kw) -> Classifier:
-    return build_model(name, num_classes=10, in_chans=chans, img_size=size, mean=[0.5] * chans, std=[0.25] * chans, **kw)
+    return build_model(
+        name, num_classes=10, in_chans=chans, img_size=size, mean=[0.5] * chans, std=[0.25] * chans, **kw
+    )
 
 
 def test_normalisation_is_inside_the_model() -> None:

@@ -18,7 +18,9 @@ def _data(n: int = 96, k: int = 4, size: int = 6) -> tuple[torch.Tensor, torch.T
 
 
 def _model(k: int = 4, size: int = 6) -> nn.Module:
-    return nn.Sequential(nn.Flatten(), nn.Linear(size * size, 32), nn.ReLU(), nn.Dropout(0.1), nn.Linear(32, k))
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(size * size, 32), nn.ReLU(), nn.Dropout(0.1), nn.Linear(32, k)
+    )
 
 
 def _regime(epochs: int = 4, lr: float = 0.3, **kw) -> Regime:
@@ -71,7 +73,15 @@ def test_resume_after_interruption_gives_identical_weights(tmp_path) -> None:
     images, labels = _data()
     torch.manual_seed(1)
     straight = _model()
-    fit(straight, images, labels, _regime(epochs=4), device=torch.device("cpu"), seed=7, store=CheckpointStore(tmp_path / "a"))
+    fit(
+        straight,
+        images,
+        labels,
+        _regime(epochs=4),
+        device=torch.device("cpu"),
+        seed=7,
+        store=CheckpointStore(tmp_path / "a"),
+    )
 
     class Kill(Exception):
         pass
@@ -103,7 +113,9 @@ def test_corrupt_checkpoint_warns_and_retrains(tmp_path) -> None:
     store.root.mkdir(parents=True)
     store.path.write_bytes(b"not a checkpoint")
     with pytest.warns(UserWarning, match="unreadable"):
-        result = fit(_model(), images, labels, _regime(epochs=2), device=torch.device("cpu"), seed=0, store=store)
+        result = fit(
+            _model(), images, labels, _regime(epochs=2), device=torch.device("cpu"), seed=0, store=store
+        )
     assert result.resumed_from == 0 and result.epochs_run == 2
     assert (store.root / "last.corrupt").exists()
     assert store.load() is not None  # a good checkpoint replaced it

@@ -6,7 +6,6 @@ import json
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import warnings
 from collections.abc import Callable
@@ -41,6 +40,7 @@ from robustdiag.analysis.reader import (
 from robustdiag.analysis.report import console_summary, render_report
 from robustdiag.analysis.result import AnalysisResult
 from robustdiag.analysis.separability import has_groups, noise_fractions, separability_table
+from robustdiag.records.provenance import cpu_name, git_commit
 
 WandbLogger = Callable[[AnalysisResult], str | None]  # logs a result, returns where the run went
 PROVENANCE_KEYS = ("run/commit", "run/dirty", "record_version", "run/version", "run/device", "run/hardware")
@@ -327,7 +327,7 @@ def provenance(
         "commit": _git_commit(),
         "python": platform.python_version(),
         "numpy / scipy / pandas": f"{np.__version__} / {_version('scipy')} / {pd.__version__}",
-        "machine": f"{platform.platform()}; {_cpu_model()}; {os.cpu_count()} cores",
+        "machine": f"{platform.platform()}; {cpu_name()}; {os.cpu_count()} cores",
         "bootstrap": f"{n_bootstrap} resamples, seed {seed}",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
@@ -342,33 +342,6 @@ def _version(module: str) -> str:
 
 
 def _git_commit() -> str:
-    """Commit of the analysing code (read-only git call), with '-dirty' for local changes."""
-    here = Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(here), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown (not a git checkout)"
+    """Commit of the analysing code, with '-dirty' for local changes."""
+    commit, dirty = git_commit()
     return commit + ("-dirty" if dirty else "")
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"

@@ -8,11 +8,9 @@ only warns, and the run is always finished.
 
 from __future__ import annotations
 
-import netrc
 import os
 import warnings
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
@@ -20,19 +18,9 @@ import pandas as pd
 from robustdiag.analysis.columns import attack_columns, main_targets, short_name
 from robustdiag.analysis.options import DEFAULT_PROJECT, WANDB_MODES
 from robustdiag.analysis.result import AnalysisResult
+from robustdiag.records.wandb_logger import has_credentials
 
 RUN_COLUMNS = ("run_dir", "model", "data", "regime", "labels", "q", "seed")
-
-
-def has_credentials() -> bool:
-    """True when W&B could authenticate: an API key in the environment or a netrc entry for its host."""
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
-    try:
-        return netrc.netrc().authenticators(host) is not None
-    except (OSError, netrc.NetrcParseError):
-        return False
 
 
 def resolve_mode(mode: str | None) -> str:

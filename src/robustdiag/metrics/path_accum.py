@@ -33,7 +33,13 @@ class EventCounters:
     """Counters of one event family of one layer: ``counts`` (L*K, width), plus naive-Bayes scoring."""
 
     def __init__(
-        self, rows: int, width: int, *, naive_bayes: bool, device: torch.device, dtype: torch.dtype = torch.float32
+        self,
+        rows: int,
+        width: int,
+        *,
+        naive_bayes: bool,
+        device: torch.device,
+        dtype: torch.dtype = torch.float32,
     ) -> None:
         self.counts = torch.zeros(rows, width, dtype=dtype, device=device)
         self.naive_bayes = naive_bayes

@@ -88,7 +88,9 @@ def conv_tap_sums(x: torch.Tensor, layer: ProbeLayer, out_hw: tuple[int, int]) -
     return sums.flatten(2)
 
 
-def conv_contributions(sums: torch.Tensor, weight: torch.Tensor, groups: int, o0: int, o1: int) -> torch.Tensor:
+def conv_contributions(
+    sums: torch.Tensor, weight: torch.Tensor, groups: int, o0: int, o1: int
+) -> torch.Tensor:
     """C[b, o, c'] for output channels [o0, o1), c' indexing in-channels of o's group. (B, o1-o0, Cg).
 
     ``sums``: (B, C, T) tap sums; ``weight``: (O, Cg, T) folded kernel.
@@ -112,7 +114,9 @@ def linear_contributions(sums: torch.Tensor, weight: torch.Tensor, o0: int, o1: 
     return sums[:, None, :] * weight[None, o0:o1, :]
 
 
-def contributions(layer: ProbeLayer, sums: torch.Tensor, weight: torch.Tensor, o0: int, o1: int) -> torch.Tensor:
+def contributions(
+    layer: ProbeLayer, sums: torch.Tensor, weight: torch.Tensor, o0: int, o1: int
+) -> torch.Tensor:
     """Edge contributions of ``layer`` for output units [o0, o1). (B, o1-o0, in_per_group)."""
     if layer.kind == "conv":
         return conv_contributions(sums, weight, layer.groups, o0, o1)
@@ -159,7 +163,9 @@ def _fold_leading(t: torch.Tensor, batch: int, name: str) -> torch.Tensor:
     return t.reshape(batch, -1, *t.shape[1:]).sum(1)
 
 
-def _summarise(layer: ProbeLayer, x: torch.Tensor, y: torch.Tensor, batch: int, dtype: torch.dtype) -> LayerSums:
+def _summarise(
+    layer: ProbeLayer, x: torch.Tensor, y: torch.Tensor, batch: int, dtype: torch.dtype
+) -> LayerSums:
     """Reduce a layer call's input ``x`` and output ``y`` to :class:`LayerSums`."""
     x, y = x.detach().to(dtype), y.detach().to(dtype)
     if layer.kind == "conv":
@@ -170,7 +176,9 @@ def _summarise(layer: ProbeLayer, x: torch.Tensor, y: torch.Tensor, batch: int, 
         inputs = x.reshape(x.shape[0], -1, x.shape[-1]).sum(1)  # (B', I)
         outputs = y.reshape(y.shape[0], -1, y.shape[-1]).sum(1)  # (B', O)
         positions = (x.numel() // x.shape[-1]) // batch
-    return LayerSums(_fold_leading(inputs, batch, layer.name), _fold_leading(outputs, batch, layer.name), positions)
+    return LayerSums(
+        _fold_leading(inputs, batch, layer.name), _fold_leading(outputs, batch, layer.name), positions
+    )
 
 
 class LayerProbe:
@@ -190,7 +198,9 @@ class LayerProbe:
             new = _summarise(layer, args[0], output, self.batch, self.dtype)
             old = self.sums.get(layer.name)
             if old is not None:
-                new = LayerSums(old.inputs + new.inputs, old.outputs + new.outputs, old.positions + new.positions)
+                new = LayerSums(
+                    old.inputs + new.inputs, old.outputs + new.outputs, old.positions + new.positions
+                )
             self.sums[layer.name] = new
 
         return hook

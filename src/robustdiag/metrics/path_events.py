@@ -40,7 +40,9 @@ def _full_cutoff(values: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tens
     return cutoff, count
 
 
-def cover_cutoff(values: torch.Tensor, theta: float, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def cover_cutoff(
+    values: torch.Tensor, theta: float, k: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per row of ``values`` (..., n) >= 0: the smallest selected value and the selected count. (..., 1) each.
 
     The selected set is the smallest one whose values cover ``theta`` of the row total, i.e. every value

@@ -58,7 +58,9 @@ def conv_effective_weight(conv: nn.Conv2d) -> torch.Tensor:
     name = type(conv).__name__
     if name in {"StdConv2d", "StdConv2dSame"}:
         flat = conv.weight.reshape(1, conv.out_channels, -1)
-        return F.batch_norm(flat, None, None, training=True, momentum=0.0, eps=conv.eps).reshape_as(conv.weight)
+        return F.batch_norm(flat, None, None, training=True, momentum=0.0, eps=conv.eps).reshape_as(
+            conv.weight
+        )
     if name in {"ScaledStdConv2d", "ScaledStdConv2dSame"}:
         flat = conv.weight.reshape(1, conv.out_channels, -1)
         gain = (conv.gain * conv.scale).view(-1)
@@ -166,7 +168,9 @@ class _LeafTracer(torch.fx.Tracer):
     """fx tracer that keeps BatchNorm (timm's BatchNormAct included), conv and linear as leaves."""
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return isinstance(m, (_BatchNorm, *SUPPORTED_LAYERS)) or super().is_leaf_module(m, module_qualified_name)
+        return isinstance(m, (_BatchNorm, *SUPPORTED_LAYERS)) or super().is_leaf_module(
+            m, module_qualified_name
+        )
 
 
 def _bn_pairs_by_fx(net: nn.Module) -> dict[str, str] | None:

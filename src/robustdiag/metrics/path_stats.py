@@ -43,7 +43,9 @@ def edge_divergence(p: torch.Tensor, q: torch.Tensor, kind: str, eps: float = 1e
     if kind == "bhattacharyya":
         p, q = p.clamp(eps, 1 - eps), q.clamp(eps, 1 - eps)
         return -torch.log(torch.sqrt(p * q) + torch.sqrt((1 - p) * (1 - q)))
-    raise ValueError(f"separation={kind!r} is not an edge divergence; valid: {', '.join(PAIR_SEPARATIONS[:-1])}")
+    raise ValueError(
+        f"separation={kind!r} is not an edge divergence; valid: {', '.join(PAIR_SEPARATIONS[:-1])}"
+    )
 
 
 def class_pairs(num_classes: int, max_pairs: int | None, seed: int) -> torch.Tensor:

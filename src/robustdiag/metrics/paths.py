@@ -37,7 +37,13 @@ from robustdiag.metrics.path_events import (
     next_topk_hint,
 )
 from robustdiag.metrics.path_layers import ProbeLayer, discover_layers
-from robustdiag.metrics.path_stats import SEPARATIONS, class_pairs, model_summary, null_summary, pair_separation
+from robustdiag.metrics.path_stats import (
+    SEPARATIONS,
+    class_pairs,
+    model_summary,
+    null_summary,
+    pair_separation,
+)
 from robustdiag.progress import progress
 from robustdiag.types import EvalContext, MetricResult
 
@@ -145,9 +151,13 @@ def balanced_order(
     ``order`` lists the fit half (per_class // 2 of each class) before the test half. ``per_class=None``
     takes the size of the smallest class.
     """
+    if num_classes < 2:
+        raise ValueError(f"{metric}: separation between classes needs num_classes >= 2, got {num_classes}")
     labels = labels.detach().cpu().long()
     if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(f"{metric}: labels ({source}) must lie in [0, {num_classes}); got {labels.unique().tolist()}")
+        raise ValueError(
+            f"{metric}: labels ({source}) must lie in [0, {num_classes}); got {labels.unique().tolist()}"
+        )
     counts = torch.bincount(labels, minlength=num_classes)  # (K,)
     n = int(counts.min()) if per_class is None else int(per_class)
     short = [(k, int(counts[k])) for k in range(num_classes) if counts[k] < max(n, 1)]
@@ -168,7 +178,9 @@ def balanced_order(
 def label_permutations(labels: torch.Tensor, permutations: int, seed: int) -> torch.Tensor:
     """Real labels (row 0) and ``permutations`` seeded shuffles of them. (1 + R, n)."""
     generator = torch.Generator().manual_seed(seed)
-    rows = [labels] + [labels[torch.randperm(labels.numel(), generator=generator)] for _ in range(permutations)]
+    rows = [labels] + [
+        labels[torch.randperm(labels.numel(), generator=generator)] for _ in range(permutations)
+    ]
     return torch.stack(rows)
 
 
@@ -226,10 +238,14 @@ def check_memory(layers: Sequence[ProbeLayer], request: Request, num_classes: in
 
 
 # -------------------------------------------------------------------------------------------- the pass
-def _layer_state(layer: ProbeLayer, families: set[EventFamily], nb: set[EventFamily], rows: int, dtype: torch.dtype) -> LayerState:
+def _layer_state(
+    layer: ProbeLayer, families: set[EventFamily], nb: set[EventFamily], rows: int, dtype: torch.dtype
+) -> LayerState:
     """Folded weights and fresh counters of one layer."""
     scale, shift = layer.bn_affine(dtype)
-    state = LayerState(layer, layer.folded_weight(dtype).detach(), layer.folded_bias(dtype).detach(), scale, shift)
+    state = LayerState(
+        layer, layer.folded_weight(dtype).detach(), layer.folded_bias(dtype).detach(), scale, shift
+    )
     device = layer.module.weight.device
     for family in families:
         state.counters[family] = EventCounters(
@@ -238,7 +254,9 @@ def _layer_state(layer: ProbeLayer, families: set[EventFamily], nb: set[EventFam
     return state
 
 
-def _check_contributions(layer: ProbeLayer, edge_sum: torch.Tensor, edge_abs: torch.Tensor, preact: torch.Tensor) -> None:
+def _check_contributions(
+    layer: ProbeLayer, edge_sum: torch.Tensor, edge_abs: torch.Tensor, preact: torch.Tensor
+) -> None:
     """Warn when a layer's contributions (+ bias) do not add up to its own (BN-folded) output."""
     error = (edge_sum - preact).abs()  # (B, O)
     if bool((error > CHECK_TOLERANCE * edge_abs + 1e-6).any()):
@@ -318,14 +336,18 @@ def run_pass(
     names = "+".join(sorted({r.metric for r in requests}))
     selection = select_samples(ctx, settings, names, batch_size)
     if any(r.separation == "naive_bayes" for r in requests) and selection.per_class < 2:
-        raise ValueError(f"separation='naive_bayes' needs samples_per_class >= 2 (fit and test halves); got {selection.per_class}")
+        raise ValueError(
+            f"separation='naive_bayes' needs samples_per_class >= 2 (fit and test halves); got {selection.per_class}"
+        )
     num_classes, labellings = ctx.num_classes, selection.labellings.shape[0]
     families = {r.family for r in requests}
     nb_families = {r.family for r in requests if r.separation == "naive_bayes"}
     dtype = _model_dtype(ctx.model)
     states = [_layer_state(layer, families, nb_families, labellings * num_classes, dtype) for layer in layers]
     if ctx.model.training:
-        warnings.warn(f"{names}: the model is in training mode; call model.eval() (dropout, BN).", stacklevel=3)
+        warnings.warn(
+            f"{names}: the model is in training mode; call model.eval() (dropout, BN).", stacklevel=3
+        )
     probe = LayerProbe(list(layers), dtype)
     class_counts = torch.zeros(labellings * num_classes, dtype=COUNTER_DTYPE, device=selection.x.device)
     total = selection.order.numel()
@@ -361,7 +383,9 @@ def _finalize(
 ) -> MetricResult:
     """Per-layer and model-level separation of one request from the finished counters."""
     labellings = selection.labellings.shape[0]
-    assert bool((class_counts == selection.per_class).all()), "balanced labellings keep every class at per_class"
+    assert bool((class_counts == selection.per_class).all()), (
+        "balanced labellings keep every class at per_class"
+    )
     pairs = class_pairs(num_classes, request.max_class_pairs, seed)
     rows, values = [], []
     for state in states:
@@ -538,7 +562,7 @@ class PathSeparation(_SeparationMetric):
         labels: str | bool = "true",
         samples_per_class: int | None = None,
         permutations: int = 5,
-        max_class_pairs: int | None = 1000,
+        max_class_pairs: int | None = 200,
         eps: float = 1e-3,
         jaccard_threshold: float = 0.5,
         layers: str | Sequence[str] | None = None,
@@ -583,7 +607,7 @@ class ActivationSeparation(_SeparationMetric):
         labels: str | bool = "true",
         samples_per_class: int | None = None,
         permutations: int = 5,
-        max_class_pairs: int | None = 1000,
+        max_class_pairs: int | None = 200,
         eps: float = 1e-3,
         jaccard_threshold: float = 0.5,
         layers: str | Sequence[str] | None = None,

@@ -113,7 +113,9 @@ def adapt_small_input_stem(net: nn.Module) -> list[str]:
     except AttributeError:
         return []
     if isinstance(conv, nn.Sequential):  # deep stems list the block; adapt its first conv
-        conv_name, conv = next((f"{conv_name}.{n}", m) for n, m in conv.named_children() if isinstance(m, nn.Conv2d))
+        conv_name, conv = next(
+            (f"{conv_name}.{n}", m) for n, m in conv.named_children() if isinstance(m, nn.Conv2d)
+        )
     if not isinstance(conv, nn.Conv2d) or conv.stride == (1, 1) or conv.kernel_size == conv.stride:
         return []
     kernel = (3, 3) if conv.kernel_size == (7, 7) else conv.kernel_size
@@ -157,7 +159,9 @@ def build_model(
             f"data has {in_chans} channel(s) but normalisation mean has {len(mean)}; "
             "set data.channels or the dataset's mean/std to match"
         )
-    net = _create_timm(name, num_classes=num_classes, in_chans=in_chans, img_size=img_size, kwargs=dict(kwargs or {}))
+    net = _create_timm(
+        name, num_classes=num_classes, in_chans=in_chans, img_size=img_size, kwargs=dict(kwargs or {})
+    )
     if small_input_stem if small_input_stem is not None else img_size <= 64:
         adapt_small_input_stem(net)
     model = Classifier(net, Normalize(mean, std), name=name)

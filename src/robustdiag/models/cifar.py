@@ -58,7 +58,9 @@ class PreActResNet(nn.Module):
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
-        self.stem = nn.Conv2d(in_chans, 16 if widths[0] > 16 and len(widths) == 3 else widths[0], 3, padding=1, bias=False)
+        self.stem = nn.Conv2d(
+            in_chans, 16 if widths[0] > 16 and len(widths) == 3 else widths[0], 3, padding=1, bias=False
+        )
         planes = self.stem.out_channels
         stages: list[nn.Module] = []
         for i, (width, depth) in enumerate(zip(widths, depths)):

@@ -14,6 +14,7 @@ import os
 import warnings
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
@@ -24,11 +25,15 @@ VALID_MODES = ("auto", "online", "offline", "disabled")
 
 
 def has_credentials() -> bool:
-    """Whether a W&B API key is configured (environment or ~/.netrc), without reading it out."""
+    """Whether W&B could authenticate (API key in the environment or a netrc entry for its host).
+
+    Only the presence is checked: the key is never read into the config, the record or a log.
+    """
     if os.environ.get("WANDB_API_KEY"):
         return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
     try:
-        return netrc.netrc().authenticators("api.wandb.ai") is not None
+        return netrc.netrc().authenticators(host) is not None
     except (OSError, netrc.NetrcParseError):
         return False
 

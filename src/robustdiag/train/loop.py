@@ -111,7 +111,9 @@ def fit(
             store.save(_state(model, optimizer, scheduler, result.history, epoch + 1, done))
         if done:
             if epoch + 1 < regime.epochs:
-                log.info("train accuracy %.4f >= stop_train_acc %.3f: stopping", stats.acc, regime.stop_train_acc)
+                log.info(
+                    "train accuracy %.4f >= stop_train_acc %.3f: stopping", stats.acc, regime.stop_train_acc
+                )
             break
     result.seconds = time.perf_counter() - start_time
     return result
