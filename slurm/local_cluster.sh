@@ -44,7 +44,7 @@ die() { echo "local_cluster.sh: error: $*" >&2; exit 1; }
 log() { echo "local_cluster.sh: $*" >&2; }
 
 usage() {
-    sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
     exit "${1:-0}"
 }
 

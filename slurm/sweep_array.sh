@@ -43,7 +43,7 @@ while [ $# -gt 0 ]; do
         --parallel) parallel="${2:?--parallel needs a number}"; shift ;;
         --parallel=*) parallel="${1#*=}" ;;
         --dry-run) dry_run=1 ;;
-        -h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         --) shift; args+=("$@"); break ;;
         -*) die "unknown option '$1' (valid: --sweep-dir DIR, --parallel P, --dry-run; sbatch options go in RD_SBATCH_ARGS)" ;;
         *) args+=("$1") ;;

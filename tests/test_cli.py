@@ -65,7 +65,7 @@ def test_quickstart_sweep_end_to_end(tmp_path: Path) -> None:
     assert len(runs) == 8
     assert {r["status"] for r in runs} == {"complete"}
     assert {(r["model"], r["regime"], r["seed"]) for r in runs} == {
-        (m, t, s) for m in ("test_resnet", "test_vit") for t in ("generalise", "memorise") for s in (0, 1)
+        (m, t, s) for m in ("test_resnet", "test_byobnet") for t in ("generalise", "memorise") for s in (0, 1)
     }
     for r in runs:
         for key in ("clean/train_acc", "clean/test_acc", "attack/pgd_linf/acc", "shift/contrast/1/acc",

@@ -415,3 +415,41 @@ def test_job_processes_resolve_the_launchers_sweep_dir(tmp_path: Path, fresh_tok
     job_dir, job_token = out.split()
     assert job_dir == expected
     assert job_token != launch.sweep_token()  # the job drew its own token, yet agrees on the dir
+
+
+# --------------------------------------------------------------------------- the robustdiag app's own config
+
+
+def _run_robustdiag(
+    cwd: Path, *overrides: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k != launch.SWEEP_TOKEN_ENV}
+    exe = Path(sys.executable).parent / "robustdiag"
+    return subprocess.run(
+        [str(exe), "-m", *overrides],
+        cwd=cwd,
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.slow
+def test_robustdiag_refuses_oversized_grid_and_missing_sbatch(tmp_path: Path) -> None:
+    """conf/config.yaml must configure the SweepGuard (hydra.callbacks.sweep_guard, launch.max_jobs)."""
+    exe = Path(sys.executable).parent / "robustdiag"
+    callbacks = subprocess.run(
+        [str(exe), "--cfg", "hydra", "-p", "hydra.callbacks"], capture_output=True, text=True, timeout=120
+    ).stdout
+    # checked first: without the guard the sweeps below would really launch
+    assert "robustdiag.launch.SweepGuard" in callbacks, "conf/config.yaml: no SweepGuard in hydra.callbacks"
+    big = _run_robustdiag(tmp_path, "seed=range(0,501)")
+    assert big.returncode != 0
+    assert "would launch 501 jobs, more than launch.max_jobs=500" in big.stderr, big.stderr[-2000:]
+    no_sbatch = _run_robustdiag(
+        tmp_path, "hydra/launcher=slurm", "seed=0,1", env={"PATH": str(Path(sys.executable).parent)}
+    )
+    assert no_sbatch.returncode != 0
+    assert "hydra/launcher=slurm submits jobs to Slurm" in no_sbatch.stderr, no_sbatch.stderr[-2000:]
+    assert not (tmp_path / "multirun").exists()

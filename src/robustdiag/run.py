@@ -52,6 +52,9 @@ log = logging.getLogger("robustdiag")
 TRAIN_CODE_VERSION = 1
 # Keys of the training-relevant config: what the checkpoint cache is keyed by.
 TRAIN_KEYS = ("model", "data", "train", "seed")
+# Keys that never change a result: left out of the record identity, so a relaunch that changes them
+# still skips complete grid points.
+NOT_IDENTITY = ("hydra", "launch", "cache_dir", "skip_complete")
 
 
 @dataclass
@@ -112,7 +115,7 @@ def already_complete(out_dir: Path, identity: str) -> bool:
 
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Run one grid point, writing its record into ``out_dir``. Returns the flat record."""
-    identity = config_hash(cfg, tuple(k for k in cfg if k not in ("hydra",)))
+    identity = config_hash(cfg, tuple(k for k in cfg if k not in NOT_IDENTITY))
     if cfg.skip_complete and already_complete(out_dir, identity):
         log.info("%s already holds a complete record of this configuration: skipping", out_dir)
         return read_json(out_dir / METRICS_FILE)

@@ -441,3 +441,20 @@ def test_eval_mode_model_raises_no_warning() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         FisherMetric(estimator="exact")(make_ctx(model, x, 10))
+
+
+def test_inputs_made_under_inference_mode_work() -> None:
+    model = tiny_resnet()
+    with torch.inference_mode():
+        x = inputs((2, 3, 8, 8)).clone()
+    assert x.is_inference()
+    result = FisherMetric(estimator="exact")(make_ctx(model, x, 10))
+    assert rel_err(torch.from_numpy(result.per_sample["lambda"]), dense_lambda(model, x.clone())[0]) <= REL
+
+
+def test_zero_trace_probes_skip_the_hutchinson_trace() -> None:
+    model, x = tiny_resnet(), inputs((2, 3, 8, 8))
+    result = FisherMetric(estimator="lanczos", trace_probes=0)(make_ctx(model, x, 10))
+    assert math.isnan(result.scalars["trace_mean"]) and math.isfinite(result.scalars["mean"])
+    with pytest.raises(ValueError, match="trace_probes"):
+        FisherMetric(trace_probes=-1)

@@ -153,9 +153,10 @@ def test_probe_sums_repeated_calls_and_windows() -> None:
     assert sums["lin"].positions == 18
 
 
+@pytest.mark.parametrize("kernel", [3, 5])  # tap-by-tap and einsum routes
 @pytest.mark.parametrize("groups,chunk", [(1, 50), (1, 10**9), (4, 30), (4, 130), (8, 7)])
-def test_output_chunks_cover_units_and_agree(groups: int, chunk: int) -> None:
-    conv = nn.Conv2d(8, 16, 3, padding=1, groups=groups).double()
+def test_output_chunks_cover_units_and_agree(groups: int, chunk: int, kernel: int) -> None:
+    conv = nn.Conv2d(8, 16, kernel, padding=kernel // 2, groups=groups).double()
     layer = ProbeLayer("conv", conv)
     x = torch.randn(2, 8, 6, 6, dtype=torch.float64)
     sums = conv_tap_sums(x, layer, (6, 6))

@@ -135,7 +135,7 @@ def test_streaming_naive_bayes_matches_sklearn() -> None:
     shuffled = rng.permutation(labels)
     labellings = torch.tensor(np.stack([labels, shuffled]))  # (L=2, N)
 
-    counters = EventCounters(2 * num_classes, width, naive_bayes=True, device=torch.device("cpu"))
+    counters = EventCounters(2 * num_classes, [5, width - 5], naive_bayes=True, device=torch.device("cpu"))
     class_counts = torch.zeros(2 * num_classes)
     for part, is_test in ((fit, False), (test, True)):
         if is_test:
@@ -144,8 +144,8 @@ def test_streaming_naive_bayes_matches_sklearn() -> None:
             batch = BatchLabels(labellings[:, chunk], num_classes, torch.float32)
             class_counts += batch.onehot.sum(1)
             counters.begin_batch(len(chunk))
-            counters.add(batch, torch.tensor(events[chunk, :5]), 0, 5)  # two column blocks
-            counters.add(batch, torch.tensor(events[chunk, 5:]), 5, width)
+            counters.add(batch, torch.tensor(events[chunk, :5]), 0)  # two column blocks
+            counters.add(batch, torch.tensor(events[chunk, 5:]), 1)
             counters.end_batch(batch)
     got = counters.nb_accuracy().numpy()
     for row, y in enumerate((labels, shuffled)):

@@ -298,3 +298,20 @@ def test_runs_on_tiny_timm_models(build: object, size: int) -> None:
         assert {"blocks.0.attn.qkv", "blocks.0.attn.proj", "blocks.0.mlp.fc1", "patch_embed.proj"} <= set(
             names
         )
+
+
+def test_layers_never_called_are_left_out_with_a_warning() -> None:
+    class WithSpare(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = planted_model(2)
+            self.unused = nn.Linear(3, 3).double()  # e.g. a distillation head switched off
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.body(x)
+
+    model = WithSpare()
+    x, y = one_hot_inputs(2, per_class=4)
+    with pytest.warns(UserWarning, match=r"\['unused'\] are never called"):
+        result = PathSeparation(permutations=2)(make_ctx(model, x, y, 2))
+    assert [row["layer"] for row in result.per_layer] == ["body.1"]

@@ -10,7 +10,9 @@ Routes: Hydra's submitit launcher (``hydra/launcher=slurm_local``) and the plain
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -56,12 +58,13 @@ def record(job_dir: Path) -> dict:
 
 
 def logs_of(sweep_dir: Path, job: str) -> str:
-    """Everything a grid point logged: Hydra's job log and the Slurm stdout/stderr files."""
-    files = [
-        *(sweep_dir / job).glob("*.log"),
-        *(sweep_dir / ".submitit").glob(f"*_{job}/*_log.*"),
-        *(sweep_dir / ".slurm").glob(f"*_{job}.out"),
-    ]
+    """Everything a grid point logged: Hydra's job log and the Slurm stdout/stderr files (submitit
+    names them <array>_<job>/ for arrays and <job id>/ for a single job; sweep_array.sh <array>_<job>.out)."""
+    submitit = [
+        p for p in (sweep_dir / ".submitit").glob("*/*_log.*")
+        if p.parent.name.endswith(f"_{job}") or (job == "0" and p.parent.name.isdigit())
+    ]  # fmt: skip
+    files = [*(sweep_dir / job).glob("*.log"), *submitit, *(sweep_dir / ".slurm").glob(f"*_{job}.out")]
     return "\n".join(p.read_text(errors="replace") for p in files)
 
 
@@ -75,6 +78,27 @@ def slurm_jobs(env: dict[str, str], name: str) -> list[str]:
         ["squeue", "-h", "-r", "-n", name, "-o", "%i"], env=env, capture_output=True, text=True
     ).stdout
     return out.split()
+
+
+def crash_job(env: dict[str, str], name: str) -> None:
+    """SIGKILL the run of the Slurm job called ``name`` (what the OOM killer or a node failure does),
+    so it stops at once, unlike ``scancel``, after which a submitit job trains on until KillWait."""
+    job, node = subprocess.run(
+        ["squeue", "-h", "-n", name, "-t", "RUNNING", "-o", "%i %N"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    listing = subprocess.run(
+        ["scontrol", "listpids", f"{job}.0", node], env=env, capture_output=True, text=True, check=True
+    ).stdout.splitlines()[1:]
+    pids = [
+        int(line.split()[0]) for line in listing if line.split()[3] != "-"
+    ]  # the step's task, not srun's helpers
+    assert pids, f"no task of job {job} found"
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
 
 
 def tiny_multirun(cwd: Path, env: dict[str, str], *overrides: str) -> list[str]:
@@ -301,8 +325,7 @@ def test_real_killed_point_resumes_on_relaunch(
             "the first epoch checkpoint",
         )
         sweep = only_sweep_dir(tmp_path)
-        # a crash (node failure, OOM killer): SIGKILL to the batch script and the run at once
-        subprocess.run(["scancel", "--full", "--signal=KILL", "-n", name], env=slurm_env, check=True)
+        crash_job(slurm_env, name)
         out, _ = launcher.communicate(timeout=120)  # submitit sees the job end without a result
     finally:
         launcher.kill()

@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from robustdiag.progress import progress
 from robustdiag.types import EvalContext, MetricResult
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,8 @@ def resolve_input_space(model: nn.Module, x: Tensor, input_space: str) -> tuple[
         raise ValueError(f"input_space={input_space!r} is not one of {list(INPUT_SPACES)}")
     dtype = model_dtype(model)
     x = x.detach().to(dtype)
+    if x.is_inference():  # made under torch.inference_mode: autograd cannot use it as a leaf
+        x = x.clone()
     if input_space == "pixel":
         return model, x
     normalize, net = getattr(model, "normalize", None), getattr(model, "net", None)
@@ -588,7 +591,11 @@ class FisherMetric:
             estimator, chunk, batch = self._plan(x, ctx)
             generator = torch.Generator(device=x.device).manual_seed(seed)
             run = self._estimators[estimator]
-            parts = [run(fn, xc, generator, batch) for xc in x.split(chunk)]
+            chunks = x.split(chunk)
+            parts = [
+                run(fn, xc, generator, batch)
+                for xc in progress(chunks, desc=f"fisher[{estimator}]", unit="batch")
+            ]
         est = FisherEstimate(
             lam=torch.cat([e.lam for e in parts]),
             trace=torch.cat([e.trace for e in parts]),

@@ -13,6 +13,8 @@ equals their label, per labelling.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 
@@ -30,46 +32,55 @@ class BatchLabels:
 
 
 class EventCounters:
-    """Counters of one event family of one layer: ``counts`` (L*K, width), plus naive-Bayes scoring."""
+    """Counters of one event family of one layer, plus naive-Bayes scoring.
+
+    The columns (Bernoulli variables) are split into contiguous blocks, one per chunk of output units the
+    pass computes at a time, so every update writes a contiguous tensor (``index_add_`` into a column
+    slice of one wide tensor is several times slower on CPU).
+    """
 
     def __init__(
         self,
         rows: int,
-        width: int,
+        widths: Sequence[int],
         *,
         naive_bayes: bool,
         device: torch.device,
         dtype: torch.dtype = torch.float32,
     ) -> None:
-        self.counts = torch.zeros(rows, width, dtype=dtype, device=device)
+        self.blocks = [torch.zeros(rows, width, dtype=dtype, device=device) for width in widths]  # (L*K, w)
         self.naive_bayes = naive_bayes
-        self.nb_log_odds: torch.Tensor | None = None  # (L*K, width) once the fit half is done
+        self.nb_log_odds: list[torch.Tensor] = []  # per block (L*K, w), once the fit half is done
         self.nb_bias: torch.Tensor | None = None  # (L*K,)
         self.scores: torch.Tensor | None = None  # (B, L*K) of the current test batch
         self.nb_correct: torch.Tensor | None = None  # (L,) correct test predictions
         self.nb_tested = 0
+
+    @property
+    def counts(self) -> torch.Tensor:
+        """All columns in order. (L*K, width)"""
+        return self.blocks[0] if len(self.blocks) == 1 else torch.cat(self.blocks, dim=1)
 
     def begin_batch(self, batch: int) -> None:
         """Start scoring a test-half batch (no-op before the fit half is done)."""
         if self.nb_bias is not None:
             self.scores = self.nb_bias.expand(batch, -1).clone()  # (B, L*K)
 
-    def add(self, labels: BatchLabels, events: torch.Tensor, c0: int, c1: int) -> None:
-        """Count ``events`` (B, c1-c0), 0/1 or bool, for columns [c0, c1).
+    def add(self, labels: BatchLabels, events: torch.Tensor, block: int = 0) -> None:
+        """Count ``events`` (B, w), 0/1 or bool, into column block ``block``.
 
         CPU: one row-wise ``index_add_`` per labelling (memory-bound, no wasted multiplications);
         GPU: a single ``onehot @ events`` matrix product for all labellings.
         """
-        fired = events.to(self.counts.dtype)  # (B, Cc) no copy when already 0/1 floats
-        block = self.counts[:, c0:c1]  # (L*K, Cc)
+        counts = self.blocks[block]  # (L*K, w)
+        fired = events.to(counts.dtype)  # (B, w) no copy when already 0/1 floats
         if fired.is_cuda:
-            block.addmm_(labels.onehot, fired)
+            counts.addmm_(labels.onehot, fired)
         else:
             for rows in labels.rows:  # (B,) one labelling
-                block.index_add_(0, rows, fired)
+                counts.index_add_(0, rows, fired)
         if self.scores is not None:
-            assert self.nb_log_odds is not None
-            self.scores.addmm_(fired, self.nb_log_odds[:, c0:c1].T)
+            self.scores.addmm_(fired, self.nb_log_odds[block].T)
 
     def end_batch(self, labels: BatchLabels) -> None:
         """Tally naive-Bayes predictions of the test batch against every labelling."""
@@ -87,10 +98,13 @@ class EventCounters:
         """Freeze the fit-half counters into NB weights. ``class_counts`` (L*K,) fit samples per row."""
         if not self.naive_bayes:
             return
-        n = class_counts.to(self.counts.dtype)[:, None]  # (L*K, 1)
-        log_off = torch.log(n - self.counts + 1)  # log (1 - p) + log(n + 2), Laplace-smoothed
-        self.nb_bias = log_off.sum(-1) - self.counts.shape[1] * torch.log(n[:, 0] + 2)  # (L*K,)
-        self.nb_log_odds = torch.log(self.counts + 1).sub_(log_off)  # log p - log (1 - p)
+        n = class_counts.to(self.blocks[0].dtype)[:, None]  # (L*K, 1)
+        bias = torch.zeros_like(n[:, 0])
+        for counts in self.blocks:
+            log_off = torch.log(n - counts + 1)  # log (1 - p) + log(n + 2), Laplace-smoothed
+            bias += log_off.sum(-1) - counts.shape[1] * torch.log(n[:, 0] + 2)
+            self.nb_log_odds.append(torch.log(counts + 1).sub_(log_off))  # log p - log (1 - p)
+        self.nb_bias = bias  # (L*K,) sum over variables of log (1 - p)
 
     def nb_accuracy(self) -> torch.Tensor:
         """Held-out naive-Bayes accuracy per labelling. (L,)"""
@@ -100,6 +114,6 @@ class EventCounters:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the counters (and NB weights)."""
-        extra = 2 if self.naive_bayes else 1
-        return self.counts.numel() * self.counts.element_size() * extra
+        """Bytes held by the counters and naive-Bayes weights."""
+        tensors = [*self.blocks, *self.nb_log_odds]
+        return sum(t.numel() * t.element_size() for t in tensors)

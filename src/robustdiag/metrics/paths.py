@@ -110,6 +110,7 @@ class LayerState:
     bias: torch.Tensor  # (O,) folded bias
     scale: torch.Tensor  # (O,) BN scale applied to the layer's raw output
     shift: torch.Tensor  # (O,) BN shift
+    ranges: list[tuple[int, int]]  # output-unit chunks, fixed for the pass (one counter block each)
     counters: dict[EventFamily, EventCounters] = field(default_factory=dict)
     topk_hints: dict[EventFamily, int] = field(default_factory=dict)  # effective_path: k for torch.topk
     checked: bool = False
@@ -239,17 +240,23 @@ def check_memory(layers: Sequence[ProbeLayer], request: Request, num_classes: in
 
 # -------------------------------------------------------------------------------------------- the pass
 def _layer_state(
-    layer: ProbeLayer, families: set[EventFamily], nb: set[EventFamily], rows: int, dtype: torch.dtype
+    layer: ProbeLayer,
+    families: set[EventFamily],
+    nb: set[EventFamily],
+    rows: int,
+    dtype: torch.dtype,
+    ranges: list[tuple[int, int]],
 ) -> LayerState:
-    """Folded weights and fresh counters of one layer."""
+    """Folded weights and fresh counters of one layer (edge counters in one block per output range)."""
     scale, shift = layer.bn_affine(dtype)
-    state = LayerState(
-        layer, layer.folded_weight(dtype).detach(), layer.folded_bias(dtype).detach(), scale, shift
-    )
+    weight, bias = layer.folded_weight(dtype).detach(), layer.folded_bias(dtype).detach()
+    state = LayerState(layer, weight, bias, scale, shift, ranges)
     device = layer.module.weight.device
+    edge_widths = [(o1 - o0) * layer.in_per_group for o0, o1 in ranges]
     for family in families:
+        widths = edge_widths if family.per_edge else [layer.out_units]
         state.counters[family] = EventCounters(
-            rows, family_width(layer, family), naive_bayes=family in nb, device=device, dtype=COUNTER_DTYPE
+            rows, widths, naive_bayes=family in nb, device=device, dtype=COUNTER_DTYPE
         )
     return state
 
@@ -282,19 +289,18 @@ def _edge_events(positive: torch.Tensor, family: EventFamily, state: LayerState)
     return fired.reshape(positive.shape[0], -1)
 
 
-def _update_layer(state: LayerState, sums: LayerSums, labels: BatchLabels, chunk_elements: int) -> None:
+def _update_layer(state: LayerState, sums: LayerSums, labels: BatchLabels) -> None:
     """Events of one batch for every family of one layer, added to the counters."""
-    layer, batch = state.layer, labels.size
+    layer = state.layer
     edge_families = [f for f in state.counters if f.per_edge]
     neuron_families = [f for f in state.counters if f.event == "neuron"]
     preact = state.scale * sums.outputs + state.shift * sums.positions  # (B, O) true pre-activation sums
     check = not state.checked and bool(edge_families or neuron_families)
     if edge_families or neuron_families:
-        out_units, per_group = layer.out_units, layer.in_per_group
         edge_sum = torch.zeros_like(preact) if check else None
         edge_abs = torch.zeros_like(preact) if check else None
         positive_mass = torch.zeros_like(preact)  # (B, O) sum_j max(C_ij, 0)
-        for o0, o1 in output_ranges(layer, batch, chunk_elements):
+        for block, (o0, o1) in enumerate(state.ranges):
             contrib = contributions(layer, sums.inputs, state.weight, o0, o1)  # (B, Oc, Ig)
             if check:
                 edge_sum[:, o0:o1] = contrib.sum(-1)
@@ -302,18 +308,37 @@ def _update_layer(state: LayerState, sums: LayerSums, labels: BatchLabels, chunk
             positive = contrib.clamp_(min=0)  # (B, Oc, Ig)
             for family in edge_families:
                 fired = _edge_events(positive, family, state)  # (B, Oc*Ig)
-                state.counters[family].add(labels, fired, o0 * per_group, o1 * per_group)
+                state.counters[family].add(labels, fired, block)
             if neuron_families:
                 positive_mass[:, o0:o1] = positive.sum(-1)
         for family in neuron_families:
-            state.counters[family].add(labels, neuron_events(positive_mass, family.theta), 0, out_units)
+            state.counters[family].add(labels, neuron_events(positive_mass, family.theta))
         if check:
             bias = state.bias * sums.positions  # (O,)
             _check_contributions(layer, edge_sum + bias, edge_abs + bias.abs(), preact)
             state.checked = True
     for family, counters in state.counters.items():
         if family.event == "activation":
-            counters.add(labels, activation_events(preact), 0, layer.out_units)
+            counters.add(labels, activation_events(preact))
+
+
+def _called_layers(states: list[LayerState], sums: dict[str, LayerSums], *, first: bool) -> list[LayerState]:
+    """Drop (with a warning) layers the forward pass never calls; they must not vanish later."""
+    missing = [state.layer.name for state in states if state.layer.name not in sums]
+    if not missing:
+        return states
+    if not first:
+        raise RuntimeError(
+            f"path separation: layers {missing} were called for earlier batches but not this one"
+        )
+    warnings.warn(
+        f"path separation: layers {missing} are never called in the forward pass; they are left out.",
+        stacklevel=3,
+    )
+    kept = [state for state in states if state.layer.name in sums]
+    if not kept:
+        raise ValueError("path separation: none of the selected layers is called in the forward pass")
+    return kept
 
 
 def _batch_ranges(total: int, fit_end: int, batch_size: int) -> list[tuple[int, int]]:
@@ -343,7 +368,18 @@ def run_pass(
     families = {r.family for r in requests}
     nb_families = {r.family for r in requests if r.separation == "naive_bayes"}
     dtype = _model_dtype(ctx.model)
-    states = [_layer_state(layer, families, nb_families, labellings * num_classes, dtype) for layer in layers]
+    rows = labellings * num_classes
+    states = [
+        _layer_state(
+            layer,
+            families,
+            nb_families,
+            rows,
+            dtype,
+            output_ranges(layer, batch_size, settings.chunk_elements),
+        )
+        for layer in layers
+    ]
     if ctx.model.training:
         warnings.warn(
             f"{names}: the model is in training mode; call model.eval() (dropout, BN).", stacklevel=3
@@ -360,12 +396,13 @@ def run_pass(
                     for counters in state.counters.values():
                         counters.fit_naive_bayes(class_counts)
             _, sums = probe.run(ctx.model, selection.x[selection.order[start:end]])
+            states = _called_layers(states, sums, first=start == 0)
             labels = BatchLabels(selection.labellings[:, start:end], num_classes, COUNTER_DTYPE)
             class_counts += labels.onehot.sum(1)
             for state in states:
                 for counters in state.counters.values():
                     counters.begin_batch(labels.size)
-                _update_layer(state, sums[state.layer.name], labels, settings.chunk_elements)
+                _update_layer(state, sums[state.layer.name], labels)
                 for counters in state.counters.values():
                     counters.end_batch(labels)
     seed = ctx.seed if settings.seed is None else settings.seed

@@ -100,9 +100,8 @@ def fit(
         stats = _train_epoch(model, loader, optimizer, scheduler, regime, epoch, adversary_rng)
         result.history.append(stats)
         result.epochs_run += 1
-        done = epoch + 1 == regime.epochs or (
-            regime.stop_train_acc is not None and stats.acc >= regime.stop_train_acc
-        )
+        reached = _reached_stop_accuracy(model, images, labels, regime, stats)
+        done = epoch + 1 == regime.epochs or reached
         log.info(
             "epoch %d/%d  loss %.4f  train acc %.4f  lr %.3g  (%.1fs)",
             stats.epoch, regime.epochs, stats.loss, stats.acc, stats.lr, stats.seconds,
@@ -164,6 +163,21 @@ def _train_epoch(
         lr=optimizer.param_groups[0]["lr"],
         seconds=time.perf_counter() - start,
     )
+
+
+def _reached_stop_accuracy(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, regime: Regime, stats: EpochStats
+) -> bool:
+    """Whether train accuracy on the trained labels, measured as evaluated (eval mode, no
+    augmentation), reaches ``regime.stop_train_acc``. Only checked once the running accuracy of the
+    epoch has reached it, so it costs one extra pass over the train set near the end of training."""
+    if regime.stop_train_acc is None or stats.acc < regime.stop_train_acc:
+        return False
+    logits = predict_logits(model, images, batch_size=max(256, regime.batch_size))
+    accuracy = (logits.argmax(dim=1) == labels.to(logits.device)).float().mean().item()
+    log.info("running train accuracy %.4f; in eval mode %.4f", stats.acc, accuracy)
+    model.train()
+    return accuracy >= regime.stop_train_acc
 
 
 def _amp(regime: Regime, device: torch.device) -> bool:
