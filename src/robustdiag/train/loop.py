@@ -109,10 +109,8 @@ def fit(
         if store is not None:
             store.save(_state(model, optimizer, scheduler, result.history, epoch + 1, done))
         if done:
-            if epoch + 1 < regime.epochs:
-                log.info(
-                    "train accuracy %.4f >= stop_train_acc %.3f: stopping", stats.acc, regime.stop_train_acc
-                )
+            if reached:
+                log.info("train accuracy (eval mode) >= stop_train_acc %.3f: stopping", regime.stop_train_acc)
             break
     result.seconds = time.perf_counter() - start_time
     return result
