@@ -24,10 +24,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from common import machine, pick_device
 from robustdiag.attacks import FGSM, PGD
 from robustdiag.attacks.gradients import frozen_parameters, loss_and_input_gradient
 from robustdiag.models import build_model
-from robustdiag.records.provenance import git_commit, hardware
+from robustdiag.records.provenance import git_commit
 
 TARGET_RATIO = 1.2
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -51,12 +52,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.batch_size, args.steps, args.repeats, args.warmup = 8, 3, 2, 1
     return args
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def timed(fn: Callable[[], object], device: torch.device) -> float:
@@ -131,7 +126,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "target_ratio": TARGET_RATIO,
         "meets_target": ratio <= TARGET_RATIO,
         "samples_s": samples,
-        "machine": {**hardware(device), "torch_threads": torch.get_num_threads()},
+        "machine": machine(device),
     }
 
 

@@ -42,6 +42,7 @@ import torch
 from timm.models.vgg import VGG
 from torch import Tensor, nn
 
+from common import machine, sync
 from robustdiag.metrics.bounds import PowerSettings, empirical_lambda, spectral_bound
 from robustdiag.metrics.fisher import (
     blackbox,
@@ -53,7 +54,7 @@ from robustdiag.metrics.fisher import (
     srp_maxrq,
 )
 from robustdiag.models import build_model
-from robustdiag.records.provenance import git_commit, hardware
+from robustdiag.records.provenance import git_commit
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
@@ -96,11 +97,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # --- measurement helpers -----------------------------------------------------------------------------------
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _rss_bytes() -> int:
@@ -386,7 +382,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     report: dict[str, object] = {
         "benchmark": "bench_fisher",
         "quick": args.quick,
-        "machine": {**hardware(device), "threads": torch.get_num_threads()},
+        "machine": machine(device),
         "commit": commit,
         "dirty": dirty,
     }

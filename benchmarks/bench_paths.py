@@ -14,10 +14,8 @@ allocation before the metric). Counters are streamed, so the peak must not grow 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -27,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from common import machine, sync
 from robustdiag.metrics.paths import PathSeparation
 from robustdiag.models import build_model
 from robustdiag.types import EvalContext, EvalSet
@@ -50,11 +49,6 @@ def make_ctx(model: torch.nn.Module, n: int, batch_size: int, device: torch.devi
     y = (torch.arange(n) % NUM_CLASSES).to(device)
     data = EvalSet(x=x, y=y, index=torch.arange(n, device=device))
     return EvalContext(model=model, data=data, num_classes=NUM_CLASSES, batch_size=batch_size, seed=0)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def time_forward(ctx: EvalContext, repeats: int) -> list[float]:
@@ -174,21 +168,6 @@ def peak_memory(device: torch.device, n: int, batch_size: int) -> dict[str, floa
     return json.loads(output.strip().splitlines()[-1])
 
 
-def machine_info(device: torch.device) -> dict[str, object]:
-    cpu = platform.processor()
-    with contextlib.suppress(OSError, StopIteration):
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        cpu = next(line.split(":", 1)[1].strip() for line in lines if "model name" in line)
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-        "python": platform.python_version(),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small smoke run")
@@ -211,7 +190,7 @@ def main() -> None:
         "quick": args.quick,
         "model": f"resnet18 (build_model, {IMG} px, CIFAR stem, {NUM_CLASSES} classes)",
         "metric": "path_separation(event=effective_path, separation=js, permutations=5, all layers)",
-        "machine": machine_info(device),
+        "machine": machine(device),
         "speed": speed(device, speed_n, batch_size, repeats),
         "memory": [peak_memory(device, n, batch_size) for n in sizes],
     }

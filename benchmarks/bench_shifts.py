@@ -28,7 +28,8 @@ import scipy
 import torch
 import torch.nn.functional as F
 
-from robustdiag.records.provenance import git_commit, hardware
+from common import machine, pick_device, sync
+from robustdiag.records.provenance import git_commit
 from robustdiag.shifts import CORRUPTIONS, apply_shift
 from robustdiag.shifts.reference import REFERENCES
 
@@ -54,12 +55,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def test_images(batch: int, size: int, seed: int = 0) -> torch.Tensor:
     """(B, 3, S, S) natural-ish images in [0, 1]: smooth shading plus a random straight edge."""
     g = torch.Generator().manual_seed(seed)
@@ -71,20 +66,15 @@ def test_images(batch: int, size: int, seed: int = 0) -> torch.Tensor:
     return (0.6 * smooth + 0.4 * edge).clamp(0, 1)
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def median_seconds(run: Callable[[], object], repeats: int, device: torch.device) -> float:
     """Median wall time of ``run`` over ``repeats`` calls (after one warm-up call)."""
     run()
-    synchronize(device)
+    sync(device)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         run()
-        synchronize(device)
+        sync(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -163,14 +153,11 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             "dtype": "float32 (torch), float64 (reference)",
         },
         "machine": {
-            **hardware(device),
+            **machine(device),
             "numpy": np.__version__,
             "scipy": scipy.__version__,
             "pillow": PIL.__version__,
-            "torch_threads": torch.get_num_threads(),
         },
-        "commit": commit,
-        "dirty": dirty,
         "reference": "robustdiag.shifts.reference (per image, NumPy/SciPy/Pillow)",
         "imagecorruptions": imagecorruptions_status(),
         "results": results,

@@ -38,9 +38,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from common import machine, pick_device
 from robustdiag.data import Augment, DeviceLoader, Synthetic
 from robustdiag.models import build_model
-from robustdiag.records.provenance import git_commit, hardware
+from robustdiag.records.provenance import git_commit
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -66,12 +67,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.n, args.image_size, args.batch_size, args.repeats = 128, 16, 32, 2
     return args
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 class PerImageDataset(Dataset):
@@ -221,7 +216,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             "amp_bf16": device.type == "cuda",
             "quick": args.quick,
         },
-        "machine": {**hardware(device), "commit": commit, "dirty": dirty},
+        "machine": machine(device),
         "train_images_per_s": {"median": median, "all": train},
         "loader_only_images_per_s": {"median": median_loader, "all": loader_only},
         "ratio_train": median["device_loader"] / median["dataloader"],
