@@ -47,8 +47,15 @@ def load_per_sample(path: Path) -> pd.DataFrame | None:
 
 
 def score_columns(table: pd.DataFrame) -> list[str]:
-    """Numeric per-sample metric columns."""
-    return [c for c in table.columns if _SCORE.match(c) and pd.api.types.is_numeric_dtype(table[c])]
+    """Numeric per-sample metric columns that are scores (not boolean indicators such as ``flag``)."""
+    return [
+        c
+        for c in table.columns
+        if _SCORE.match(c)
+        and pd.api.types.is_numeric_dtype(table[c])
+        and not pd.api.types.is_bool_dtype(table[c])
+        and not c.endswith("/flag")
+    ]
 
 
 def attack_names(table: pd.DataFrame) -> list[str]:
