@@ -144,12 +144,16 @@ def test_adversarial_regime_trains_on_attacked_batches_in_eval_mode() -> None:
     images, labels = _data()
     seen: list[tuple[bool, int]] = []
 
-    def adversary(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator) -> torch.Tensor:
+    def adversary(
+        model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator
+    ) -> torch.Tensor:
         seen.append((model.training, x.shape[0]))
         return (x + 0.01 * torch.randn(x.shape, generator=generator)).clamp(0, 1)
 
     model = _model()
-    result = fit(model, images, labels, _regime(epochs=2, adversary=adversary), device=torch.device("cpu"), seed=0)
+    result = fit(
+        model, images, labels, _regime(epochs=2, adversary=adversary), device=torch.device("cpu"), seed=0
+    )
     assert result.epochs == 2
     assert len(seen) == 2 * (images.shape[0] // 16) and not any(training for training, _ in seen)
     assert model.training  # back in train mode after each attack
