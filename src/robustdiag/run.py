@@ -44,6 +44,7 @@ from robustdiag.train import (
     fit,
     predict_logits,
 )
+from robustdiag.train.regime import labels_kind
 from robustdiag.types import EvalContext, EvalSet, Metric, MetricResult
 
 log = logging.getLogger("robustdiag")
@@ -155,7 +156,7 @@ def identity_keys(cfg: DictConfig) -> dict[str, Any]:
         "data": cfg.data.get("name", "?"),
         "regime": cfg.train.name,
         "q": float(cfg.train.q),
-        "labels": "true" if cfg.train.q == 0 else "random" if cfg.train.q == 1 else "noisy",
+        "labels": labels_kind(float(cfg.train.q)),
         "seed": int(cfg.seed),
     }
 
@@ -204,19 +205,23 @@ def evaluate_grid_point(
     )
     model.eval()
     with timed(values, "eval"):
-        values.update(clean_accuracies(model, bundle, train_labels, cfg.eval.batch_size))
+        test_logits = predict_logits(model, bundle.test.images, batch_size=cfg.eval.batch_size)  # (N_test, K)
+        values.update(clean_accuracies(model, bundle, train_labels, test_logits, cfg.eval.batch_size))
         record.update(values)
-        eval_values, tables = evaluate_model(cfg, model, bundle, train_labels, device)
+        eval_values, tables = evaluate_model(cfg, model, bundle, train_labels, test_logits, device)
     values.update(eval_values)
     return values, tables
 
 
 def clean_accuracies(
-    model: Classifier, bundle: DataBundle, train_labels: torch.Tensor, batch_size: int
+    model: Classifier,
+    bundle: DataBundle,
+    train_labels: torch.Tensor,
+    test_logits: torch.Tensor,
+    batch_size: int,
 ) -> dict[str, float]:
     """Accuracy and loss on the full train split (trained and true labels) and the full test split."""
     train_logits = predict_logits(model, bundle.train.images, batch_size=batch_size)
-    test_logits = predict_logits(model, bundle.test.images, batch_size=batch_size)
     train_acc, train_loss = accuracy_and_loss(train_logits, train_labels)
     train_true_acc, _ = accuracy_and_loss(train_logits, bundle.train.labels)
     test_acc, test_loss = accuracy_and_loss(test_logits, bundle.test.labels)
@@ -256,12 +261,17 @@ def eval_sets(
 
 
 def evaluate_model(
-    cfg: DictConfig, model: Classifier, bundle: DataBundle, train_labels: torch.Tensor, device: torch.device
+    cfg: DictConfig,
+    model: Classifier,
+    bundle: DataBundle,
+    train_labels: torch.Tensor,
+    test_logits: torch.Tensor,  # (N_test, K) logits of the whole test split, computed once
+    device: torch.device,
 ) -> tuple[dict[str, Any], Tables]:
     """Attacks, diagnostics and shifts on the fixed evaluation samples."""
     values: dict[str, Any] = {}
     test, train = eval_sets(bundle, train_labels, cfg.eval.n_samples, cfg.eval.seed, device)
-    logits = predict_logits(model, test.x, batch_size=cfg.eval.batch_size)  # (N, K)
+    logits = test_logits[test.index.to(test_logits.device)]  # (N, K): the evaluation samples' rows
     pred = logits.argmax(dim=1)
     tables = Tables(
         per_sample={

@@ -9,6 +9,12 @@ import torch
 
 from robustdiag.types import Attack
 
+
+def labels_kind(q: float) -> str:
+    """How training labels with a fraction ``q`` randomised relate to the truth: true, random or noisy."""
+    return "true" if q == 0 else "random" if q == 1 else "noisy"
+
+
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 
 
@@ -45,4 +51,4 @@ class Regime:
     @property
     def labels(self) -> str:
         """How the training labels relate to the truth: ``true``, ``random`` or ``noisy``."""
-        return "true" if self.q == 0 else "random" if self.q == 1 else "noisy"
+        return labels_kind(self.q)
