@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -12,9 +11,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from robustdiag.config import CONFIG_DIR
 from robustdiag.launch import register_resolvers
-
-CONFIG_DIR = os.environ.get("ROBUSTDIAG_CONFIG_DIR", str(Path(__file__).resolve().parents[2] / "conf"))
 
 log = logging.getLogger("robustdiag")
 register_resolvers()

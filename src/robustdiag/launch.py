@@ -31,6 +31,9 @@ from hydra.core.override_parser.types import Override
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from robustdiag.records.schema import METRICS_FILE
+from robustdiag.records.schema import is_complete as record_is_complete
+
 UNIQUE_RESOLVER = "rd.unique"
 # The token is also exported here, so processes started by a sweep (joblib workers, Slurm jobs: sbatch
 # exports the environment) agree with the launching process even where Hydra's resolver cache is not
@@ -41,7 +44,6 @@ MAX_JOBS_KEY = "launch.max_jobs"
 SLURM_LAUNCHER_TARGET = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
 BASIC_SWEEPER_TARGET = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 GRID_FILE = "grid.txt"  # one shell-quoted line of overrides per grid point, in job-number order
-METRICS_FILE = "metrics.json"  # the run record a grid point writes into its job dir
 _COUNT_CAP = 10_000_000  # stop counting one sweep dimension here (a range() typo must not hang)
 
 _token: str | None = None
@@ -201,11 +203,18 @@ class SweepGuard(Callback):
     Grids are counted for Hydra's basic sweeper only (optimising sweepers choose their own trials).
     """
 
-    def __init__(self, max_jobs: int = DEFAULT_MAX_JOBS, max_jobs_key: str = MAX_JOBS_KEY) -> None:
+    def __init__(
+        self,
+        max_jobs: int = DEFAULT_MAX_JOBS,
+        max_jobs_key: str = MAX_JOBS_KEY,
+        cpu_minutes_per_run: float | None = None,
+        gpu_minutes_per_run: float | None = None,
+    ) -> None:
         if int(max_jobs) < 1:
             raise ValueError(f"SweepGuard: max_jobs must be >= 1, got {max_jobs}")
         self.max_jobs = int(max_jobs)
         self.max_jobs_key = max_jobs_key
+        self.minutes = {"CPU (2 cores)": cpu_minutes_per_run, "GPU": gpu_minutes_per_run}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Hydra 1.3 turns exceptions raised in callbacks into warnings and launches anyway, so a
@@ -229,6 +238,22 @@ class SweepGuard(Callback):
         params = OmegaConf.to_container(params_node, resolve=True) if params_node is not None else {}
         dims = grid_dimensions(task, params, _active_config_loader())
         check_grid_size(dims, self.max_jobs, self.max_jobs_key)
+        for line in estimate_lines(grid_size(dims), self.minutes):
+            print(f"robustdiag: {line}", file=sys.stderr, flush=True)
+
+
+def estimate_lines(n_runs: int, minutes: Mapping[str, float | None]) -> list[str]:
+    """'30 grid points × ~0.6 min per run on CPU ≈ 18 min of one device (cold cache)' per stated cost."""
+    lines = []
+    for device, per_run in minutes.items():
+        if per_run:
+            total = n_runs * float(per_run)
+            shown = f"{total:.0f} min" if total < 120 else f"{total / 60:.1f} h"
+            lines.append(
+                f"{n_runs} grid points × ~{float(per_run):g} min per run on one {device} ≈ {shown} "
+                "before parallelism and cached checkpoints (per-run cost stated in the experiment file)"
+            )
+    return lines
 
 
 def _active_config_loader() -> Any:
@@ -273,7 +298,7 @@ def is_complete(job_dir: Path) -> bool:
         record = json.loads((Path(job_dir) / METRICS_FILE).read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(record, dict) and record.get("status") == "complete"
+    return isinstance(record, dict) and record_is_complete(Path(job_dir), record)
 
 
 def pending_points(sweep_dir: Path) -> list[int]:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
+from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +35,7 @@ from robustdiag.records import (
     RunRecord,
     provenance,
     read_json,
+    schema,
     write_table,
 )
 from robustdiag.train import (
@@ -55,7 +58,10 @@ TRAIN_CODE_VERSION = 1
 TRAIN_KEYS = ("model", "data", "train", "seed")
 # Keys that never change a result: left out of the record identity, so a relaunch that changes them
 # still skips complete grid points.
-NOT_IDENTITY = ("hydra", "launch", "cache_dir", "skip_complete")
+NOT_IDENTITY = ("hydra", "launch", "cache_dir", "skip_complete", "threads")
+# Regime keys that are not part of the training recipe (what the labels are, how long, the name):
+# runs whose regimes differ only in these share a recipe (train/recipe), e.g. label_noise at any q.
+NOT_RECIPE = ("name", "q", "epochs", "stop_train_acc")
 
 
 @dataclass
@@ -111,7 +117,9 @@ def timed(record: dict[str, float], key: str):
 def already_complete(out_dir: Path, identity: str) -> bool:
     """Whether ``out_dir`` holds a complete record of the same configuration."""
     previous = read_json(out_dir / METRICS_FILE)
-    return bool(previous and previous.get("status") == "complete" and previous.get("config/hash") == identity)
+    return bool(
+        schema.is_complete(out_dir, previous) and previous and previous.get("config/hash") == identity
+    )
 
 
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
@@ -121,9 +129,16 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         log.info("%s already holds a complete record of this configuration: skipping", out_dir)
         return read_json(out_dir / METRICS_FILE)
     device = resolve_device(cfg.device)
+    threads = set_threads(cfg.get("threads"), launcher_jobs())
     record = RunRecord(out_dir)
     record.update(
-        {**identity_keys(cfg), "config/hash": identity, **provenance(device), "run/started": _now()}
+        {
+            **identity_keys(cfg),
+            "config/hash": identity,
+            **provenance(device),
+            "run/threads": threads,
+            "run/started": _now(),
+        }
     )
     wandb_logger = instantiate(cfg.logger) if cfg.get("logger") else NullLogger()
     failed = True
@@ -135,9 +150,9 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             directory=out_dir,
         )
         values, tables = evaluate_grid_point(cfg, device, out_dir, record)
-        record.update({**values, "run/finished": _now()})
+        files = write_tables(out_dir, tables)  # first: "complete" must mean every listed file is on disk
+        record.update({**values, schema.FILES_KEY: schema.join_keys(files), "run/finished": _now()})
         record.complete()
-        write_tables(out_dir, tables)
         mirror_to_wandb(wandb_logger, record.values, tables)
         failed = False
         log.info("done: %s", one_line_summary(record.values))
@@ -148,6 +163,35 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         raise
     finally:
         wandb_logger.finish(failed=failed)
+
+
+def launcher_jobs() -> int:
+    """Grid points this launcher runs at once on this machine (joblib's n_jobs; 1 otherwise)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return 1
+    n_jobs = OmegaConf.select(HydraConfig.get(), "launcher.n_jobs", default=None)
+    if n_jobs is None:
+        return 1
+    cores = os.cpu_count() or 1
+    return cores if int(n_jobs) < 0 else max(1, int(n_jobs))
+
+
+def set_threads(threads: int | None, jobs: int) -> int:
+    """Set torch's CPU threads: ``threads`` if given, else cores // jobs, so parallel grid points never
+    oversubscribe the CPU (all jobs at full width run ~10x slower under load). Returns the number set."""
+    if threads is not None and (isinstance(threads, bool) or int(threads) < 1):
+        raise ValueError(f"threads={threads!r} must be a positive integer or null (automatic)")
+    n = int(threads) if threads is not None else max(1, (os.cpu_count() or 1) // max(1, jobs))
+    torch.set_num_threads(n)
+    return n
+
+
+def recipe_hash(train: DictConfig) -> str:
+    """A short hash of the training recipe: the regime config without what labels it trains on and for how long."""
+    payload = {k: v for k, v in OmegaConf.to_container(train, resolve=True).items() if k not in NOT_RECIPE}  # type: ignore[union-attr]
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def identity_keys(cfg: DictConfig) -> dict[str, Any]:
@@ -183,10 +227,11 @@ def evaluate_grid_point(
     train_labels = corrupt_labels(
         bundle.train.labels, q=regime.q, num_classes=bundle.num_classes, seed=cfg.seed
     )
-    np.save(out_dir / "train_labels.npy", train_labels.numpy())
+    np.save(out_dir / schema.TRAIN_LABELS_FILE, train_labels.numpy())
     train_hash = config_hash(cfg, TRAIN_KEYS)
     store = CheckpointStore(Path(cfg.cache_dir) / "checkpoints" / train_hash)
     values["train/hash"] = train_hash
+    values["train/recipe"] = recipe_hash(cfg.train)
     values["train/labels_changed"] = float((train_labels != bundle.train.labels).float().mean())
     record.update(values)
     log.info(
@@ -201,12 +246,14 @@ def evaluate_grid_point(
             "train/epochs": result.epochs,
             "train/resumed_from": result.resumed_from,
             "train/cached": result.epochs_run == 0,
+            schema.ADVERSARIAL_KEY: float(regime.adversary is not None),
         }
     )
     model.eval()
     with timed(values, "eval"):
         test_logits = predict_logits(model, bundle.test.images, batch_size=cfg.eval.batch_size)  # (N_test, K)
         values.update(clean_accuracies(model, bundle, train_labels, test_logits, cfg.eval.batch_size))
+        values[schema.GOAL_REACHED_KEY] = goal_reached(regime, values[schema.CLEAN_TRAIN_ACC], result.epochs)
         record.update(values)
         eval_values, tables = evaluate_model(cfg, model, bundle, train_labels, test_logits, device)
     values.update(eval_values)
@@ -237,6 +284,22 @@ def clean_accuracies(
         "clean/test_acc": test_acc,
         "clean/test_loss": test_loss,
     }
+
+
+def goal_reached(regime: Regime, train_acc: float, epochs: int) -> float:
+    """1.0 when the regime reached its goal: a memorising regime (``stop_train_acc`` set) fits its
+    labels to that accuracy in eval mode; other regimes count as reached when they ran all their
+    epochs. A run that misses it is recorded complete but flagged, and the claims leave it out."""
+    if regime.stop_train_acc is not None:
+        reached = train_acc >= regime.stop_train_acc
+        if not reached:
+            log.warning(
+                "regime %s did not reach its goal: train accuracy %.4f < train.stop_train_acc %.3f after %d "
+                "epochs (raise train.epochs or the learning rate); the record says train/goal_reached=0",
+                regime.name, train_acc, regime.stop_train_acc, epochs,
+            )  # fmt: skip
+        return float(reached)
+    return float(epochs >= regime.epochs)
 
 
 def eval_sets(
@@ -287,6 +350,7 @@ def evaluate_model(
     metrics: dict[str, Metric] = {
         name: instantiate(node) for name, node in selected(cfg.get("metric")).items()
     }
+    values.update(declared_roles(metrics.values()))
     base = dict(
         model=model,
         num_classes=bundle.num_classes,
@@ -301,6 +365,22 @@ def evaluate_model(
     clean_scalars = run_metrics(metrics, clean_ctx, "clean", values, tables)
     run_shifts(cfg, model, test, metrics, base, clean_scalars, values, tables)
     return values, tables
+
+
+def declared_roles(metrics: Iterable[Metric]) -> dict[str, str]:
+    """The record's role keys: which metric outputs are diagnostics and which are baselines."""
+    roles: dict[str, list[str]] = {key: [] for key in schema.ROLE_KEYS}
+    for metric in metrics:
+        r = metric.roles
+        roles[schema.DIAGNOSTICS_KEY] += [schema.metric_key(metric.name, s) for s in r.diagnostics]
+        roles[schema.BASELINES_KEY] += [schema.metric_key(metric.name, s) for s in r.baselines]
+        roles[schema.PER_SAMPLE_DIAGNOSTICS_KEY] += [
+            schema.metric_key(metric.name, c) for c in r.per_sample_diagnostics
+        ]
+        roles[schema.PER_SAMPLE_BASELINES_KEY] += [
+            schema.metric_key(metric.name, c) for c in r.per_sample_baselines
+        ]
+    return {key: schema.join_keys(keys) for key, keys in roles.items()}
 
 
 def run_attacks(
@@ -393,10 +473,14 @@ def run_shifts(
         values["shift/mean_corruption_acc"] = float(np.mean(corruption_accs))
 
 
-def write_tables(out_dir: Path, tables: Tables) -> None:
+def write_tables(out_dir: Path, tables: Tables) -> list[str]:
+    """Write the per-sample and per-layer tables; returns the file names written (the record lists them)."""
     write_table(out_dir / PER_SAMPLE_FILE, pd.DataFrame(tables.per_sample))
+    files = [schema.TRAIN_LABELS_FILE, PER_SAMPLE_FILE]
     if tables.per_layer:
         write_table(out_dir / PER_LAYER_FILE, pd.DataFrame(tables.per_layer))
+        files.append(PER_LAYER_FILE)
+    return files
 
 
 def mirror_to_wandb(logger: NullLogger, values: dict[str, Any], tables: Tables) -> None:

@@ -77,10 +77,28 @@ class MetricResult:
     per_layer: list[dict[str, object]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class MetricRoles:
+    """Which of a metric's outputs are diagnostics and which are baselines (declared, never guessed).
+
+    Names are relative to the metric: a scalar stat (``mean`` -> ``metric/fisher/mean``) or a per-sample
+    column (``lambda`` -> ``metric/fisher/lambda``). The run record lists them under the
+    ``record/...`` role keys of :mod:`robustdiag.records.schema`; the analysis reads only those.
+    Anything not listed (sample counts, timings, estimator diagnostics, checks) is never analysed as a
+    diagnostic.
+    """
+
+    diagnostics: tuple[str, ...] = ()  # run-level scalars that are diagnostics
+    baselines: tuple[str, ...] = ()  # run-level scalars that are cheap baselines
+    per_sample_diagnostics: tuple[str, ...] = ()  # per-sample columns (high = more vulnerable)
+    per_sample_baselines: tuple[str, ...] = ()
+
+
 @runtime_checkable
 class Metric(Protocol):
     name: str  # record key, e.g. "fisher"
     under_shift: bool  # recompute under every configured shift
+    roles: MetricRoles  # what the analysis may treat as a diagnostic or a baseline
 
     def __call__(self, ctx: EvalContext) -> MetricResult: ...
 

@@ -19,6 +19,18 @@ REGIMES = ("generalise", "memorise")
 SEEDS = (0, 1, 2)
 N_SAMPLES = 60
 LAYERS = ("stem", "layer1", "layer2", "head")
+# what the planted records declare as diagnostics (record version 2): everything the analysis may use
+DECLARED_DIAGNOSTICS = ",".join(
+    (
+        "metric/fisher/mean",
+        "metric/fisher/median",
+        "metric/probe/value",
+        "metric/constant/value",
+        "metric/path_separation/excess",
+        "metric/activation_separation/excess",
+        "metric/spectral_bound/log10_bound",
+    )
+)
 
 
 @dataclass
@@ -65,7 +77,7 @@ def base_record(model: str, regime: str, seed: int, *, commit: str = "abc1234") 
     return {
         "status": "complete",
         "error": None,
-        "record_version": 1,
+        "record_version": 2,
         "model": model,
         "data": "synthetic",
         "regime": regime,
@@ -117,6 +129,8 @@ def planted_runs(seed: int = 0) -> list[PlantedRun]:
             "metric/spectral_bound/log10_bound": 2.0
             + (1.0 if model == "vit_tiny" else 0.0)
             + rng.normal(0, 0.05),
+            "record/diagnostics": DECLARED_DIAGNOSTICS,
+            "record/per_sample_diagnostics": "metric/fisher/lambda",
         }
         shifted = []
         for sev in SEVERITIES:

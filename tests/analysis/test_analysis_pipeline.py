@@ -227,13 +227,16 @@ def test_output_files_figures_and_report(planted) -> None:
     ):
         assert (out / f"{name}.csv").stat().st_size > 0
     assert len(pd.read_csv(out / "correlations.csv")) == len(result.correlations) == 6 * 11
-    assert set(result.figures) == {
+    base = {k for k in result.figures if not k.startswith("claim_")}
+    assert base == {
         "scatter_pgd_linf",
         "per_layer_resnet18",
         "per_layer_vit_tiny",
         "separation_vs_severity",
         "lambda_distributions",
     }
+    tested = result.claims[result.claims["verdict"] != "not testable here"]
+    assert {f"claim_{c}_synthetic" for c in tested["claim"]} == set(result.figures) - base
     for path in result.figures.values():
         data = path.read_bytes()
         assert data[:8] == PNG_MAGIC and len(data) > 5000

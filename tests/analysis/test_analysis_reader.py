@@ -129,7 +129,7 @@ def test_mixed_commits_and_record_versions_warn_with_the_runs_of_each(tmp_path: 
         )
     write_job(
         root / "new0",
-        _complete(seed=9) | {"run/commit": "bbbb222", "record_version": 2},
+        _complete(seed=9) | {"run/commit": "bbbb222", "record_version": 3},
         overrides=["seed=9"],
     )
 
@@ -140,7 +140,7 @@ def test_mixed_commits_and_record_versions_warn_with_the_runs_of_each(tmp_path: 
     commit_message = next(m for m in messages if "different commits" in m)
     assert "commit aaaa111: 3 runs (old0, old1, old2)" in commit_message
     assert "commit bbbb222: 1 run (new0)" in commit_message
-    assert any("record_version 2: 1 run (new0)" in m for m in messages)
+    assert any("record_version 3: 1 run (new0)" in m for m in messages)
     assert len(sweep.warnings) == 2 and len(sweep.complete) == 4
 
 

@@ -54,7 +54,7 @@ def test_offline_summary_run_round_trip(make_sweep, tmp_path: Path) -> None:
     assert "scatter/fisher.mean~pgd_linf.acc_table" in logged  # the data behind wandb.plot.scatter
     assert "fisher.mean~pgd_linf.acc" in json.dumps(run.config["_wandb"]["visualize"])
     images = [f for f in run.files if f.startswith("media/images/figures/")]
-    assert len(images) == len(result.figures) == 5
+    assert len(images) == len(result.figures) >= 5
     assert all(run.file(f).read_bytes()[:4] == b"\x89PNG" for f in images)
     assert f"W&B summary run: `{run_dir}`" in result.report_path.read_text()
 

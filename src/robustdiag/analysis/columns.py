@@ -63,12 +63,12 @@ def _usable(values: pd.Series) -> bool:
     return len(finite) >= MIN_FINITE and float(finite.max() - finite.min()) > 0
 
 
-def diagnostic_columns(runs: pd.DataFrame) -> list[str]:
-    """Clean-data ``metric/<name>/<stat>`` columns with >= 3 finite, non-constant values.
-
-    Headline diagnostics come first (in HEADLINE_DIAGNOSTICS order), then the rest alphabetically.
+def diagnostic_columns(runs: pd.DataFrame, declared: list[str]) -> list[str]:
+    """The declared diagnostic and baseline keys (``record/diagnostics``, ``record/baselines``) with
+    >= 3 finite, non-constant values. Nothing else enters the analyses (no sample counts, edge counts
+    or timings). Headline diagnostics come first, then the rest alphabetically.
     """
-    found = [c for c in runs.columns if _CLEAN_METRIC.match(c) and _usable(runs[c].astype(float))]
+    found = [c for c in declared if c in runs.columns and _usable(runs[c].astype(float))]
     first = [c for c in HEADLINE_DIAGNOSTICS if c in found]
     return first + sorted(c for c in found if c not in first)
 

@@ -8,7 +8,7 @@ import platform
 import shlex
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,6 +17,8 @@ import pandas as pd
 
 import robustdiag
 from robustdiag.analysis import figures as fig
+from robustdiag.analysis.claims import ClaimData, ClaimSet, claims_table, evaluate_claims
+from robustdiag.analysis.claims.figures import claim_figure
 from robustdiag.analysis.columns import (
     attack_columns,
     diagnostic_columns,
@@ -29,8 +31,6 @@ from robustdiag.analysis.options import DEFAULT_BOOTSTRAP, DEFAULT_OUT
 from robustdiag.analysis.per_sample import load_per_sample, per_sample_auroc_table
 from robustdiag.analysis.ranking import architecture_ranking, ranked_columns, ranking_agreement
 from robustdiag.analysis.reader import (
-    PER_LAYER_FILE,
-    PER_SAMPLE_FILE,
     NoRunsError,
     Sweep,
     describe_empty,
@@ -40,7 +40,9 @@ from robustdiag.analysis.reader import (
 from robustdiag.analysis.report import console_summary, render_report
 from robustdiag.analysis.result import AnalysisResult
 from robustdiag.analysis.separability import has_groups, noise_fractions, separability_table
+from robustdiag.records import schema
 from robustdiag.records.provenance import cpu_name, git_commit
+from robustdiag.records.schema import PER_LAYER_FILE, PER_SAMPLE_FILE
 
 WandbLogger = Callable[[AnalysisResult], str | None]  # logs a result, returns where the run went
 PROVENANCE_KEYS = ("run/commit", "run/dirty", "record_version", "run/version", "run/device", "run/hardware")
@@ -55,6 +57,7 @@ def analyze_sweep(
     wandb_logger: WandbLogger | None = None,
     command: str | None = None,
     verbose: bool = False,
+    claim_sets: Sequence[ClaimSet] | None = None,
 ) -> AnalysisResult:
     """Analyse every run record under ``sweep_dir`` and write the results to ``out_dir``.
 
@@ -62,7 +65,8 @@ def analyze_sweep(
     reported in ``problems.csv`` and the report, never raised; NoRunsError is raised only when no
     complete record exists. ``wandb_logger`` (e.g. a partial of
     :func:`robustdiag.analysis.wandb_summary.log_summary`) runs after the local files are written; its
-    failure only warns. ``verbose`` prints the console summary.
+    failure only warns. ``verbose`` prints the console summary. ``claim_sets`` are the papers' claims
+    to test (default: every file in the app's ``conf/claims/``).
     """
     if n_bootstrap < 0:
         raise ValueError(f"n_bootstrap must be >= 0 (0 disables the intervals), got {n_bootstrap}")
@@ -71,7 +75,9 @@ def analyze_sweep(
     sweep = load_sweep(sweep_dir, exclude=out_dir)
     if sweep.complete.empty:
         raise NoRunsError(describe_empty(sweep))
-    result = compute(sweep, out_dir, n_bootstrap=n_bootstrap, seed=seed)
+    if claim_sets is None:
+        claim_sets = default_claim_sets()
+    result = compute(sweep, out_dir, n_bootstrap=n_bootstrap, seed=seed, claim_sets=claim_sets)
     result.provenance = provenance(result.complete, command=command, n_bootstrap=n_bootstrap, seed=seed)
     write_outputs(result, tables_of(result))
     if wandb_logger is not None:
@@ -83,11 +89,37 @@ def analyze_sweep(
     return result
 
 
-def compute(sweep: Sweep, out_dir: Path, *, n_bootstrap: int, seed: int) -> AnalysisResult:
+def default_claim_sets() -> list[ClaimSet]:
+    """The claims files shipped in the app's config directory (``conf/claims/*.yaml``)."""
+    from robustdiag.analysis.claims import default_claim_files, load_claim_sets
+    from robustdiag.config import CONFIG_DIR
+
+    return load_claim_sets(default_claim_files(Path(CONFIG_DIR)))
+
+
+def declared_keys(complete: pd.DataFrame, *role_keys: str) -> list[str]:
+    """Union over runs of the keys they declare for the given roles (never guessed from column names)."""
+    found: dict[str, None] = {}
+    for _, run in complete.iterrows():
+        record = run.to_dict()
+        for role in role_keys:
+            found.update(dict.fromkeys(schema.declared(record, role)))
+    return list(found)
+
+
+def compute(
+    sweep: Sweep,
+    out_dir: Path,
+    *,
+    n_bootstrap: int,
+    seed: int,
+    claim_sets: Sequence[ClaimSet] = (),
+) -> AnalysisResult:
     """All statistics and figures of a loaded sweep (figures are written under ``out_dir/figures``)."""
     complete = with_drop_columns(sweep.complete)
     notes = list(sweep.notes)
-    diagnostics = diagnostic_columns(complete)
+    declared = declared_keys(complete, schema.DIAGNOSTICS_KEY, schema.BASELINES_KEY)
+    diagnostics = diagnostic_columns(complete, declared)
     headline = headline_diagnostics(diagnostics)
     targets = target_columns(complete)
     if not diagnostics:
@@ -145,7 +177,38 @@ def compute(sweep: Sweep, out_dir: Path, *, n_bootstrap: int, seed: int) -> Anal
         seed=seed,
     )
     result.figures = make_figures(sweep, result, per_sample)
+    result.claim_results = run_claims(sweep, complete, claim_sets, n_bootstrap, seed, notes)
+    result.claims = claims_table(result.claim_results)
+    for claim_result in result.claim_results:
+        path = claim_figure(claim_result, result.figures_dir)
+        if path is not None:
+            claim_result.figure = path
+            result.figures[path.stem] = path
     return result
+
+
+def run_claims(
+    sweep: Sweep,
+    complete: pd.DataFrame,
+    claim_sets: Sequence[ClaimSet],
+    n_bootstrap: int,
+    seed: int,
+    notes: list[str],
+) -> list:  # type: ignore[type-arg]
+    """Every claim on each dataset of the sweep (mixed datasets are analysed separately)."""
+    if not claim_sets or complete.empty:
+        return []
+    names = sorted(set(complete["data"].astype(str))) if "data" in complete.columns else ["unknown"]
+    datasets = [ClaimData.from_runs(sweep.root, name, complete) for name in names]
+    if len(datasets) > 1:
+        notes.append(
+            f"{len(datasets)} datasets in this sweep ({', '.join(names)}): claims are tested per dataset"
+        )
+    results = evaluate_claims(claim_sets, datasets, n_boot=n_bootstrap, seed=seed)
+    for data in datasets:
+        notes += [f"left out of the claims: {line}" for line in data.excluded]
+        notes += [f"table not analysed: {line}" for line in data.problems]
+    return results
 
 
 def _read_tables(
@@ -228,6 +291,7 @@ def _file_safe(name: str) -> str:
 
 
 TABLE_NAMES = (
+    "claims",
     "runs",
     "problems",
     "correlations",
@@ -242,6 +306,7 @@ TABLE_NAMES = (
 def tables_of(result: AnalysisResult) -> dict[str, pd.DataFrame]:
     """The CSV files of an analysis (empty tables are not written, except runs and problems)."""
     tables = {
+        "claims": result.claims,
         "runs": result.runs,
         "problems": result.problems,
         "correlations": result.correlations,

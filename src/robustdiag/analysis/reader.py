@@ -20,16 +20,20 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-RECORD_FILE = "metrics.json"
-PER_SAMPLE_FILE = "per_sample.csv"
-PER_LAYER_FILE = "per_layer.csv"
+from robustdiag.records.schema import (
+    COMPLETE,
+    FAILED,
+    IDENTITY_KEYS,
+    RUNNING,
+    missing_files,
+)
+from robustdiag.records.schema import METRICS_FILE as RECORD_FILE
+
 HYDRA_DIR = ".hydra"
 MULTIRUN_FILE = "multirun.yaml"
 
-IDENTITY_KEYS = ("model", "data", "regime", "labels", "q", "seed")
 RESULT_PREFIXES = ("clean/", "eval/", "shift/", "attack/", "metric/")
 NUMERIC_KEYS = ("q", "seed", "record_version")
-COMPLETE, FAILED, RUNNING = "complete", "failed", "running"
 
 # kind -> what it means; every row of problems.csv has one of these kinds
 PROBLEM_KINDS: dict[str, str] = {
@@ -39,6 +43,7 @@ PROBLEM_KINDS: dict[str, str] = {
     "running": "record with status 'running' (still running, or killed without cleanup)",
     "corrupt": "metrics.json that is not a readable JSON object",
     "unknown_status": "record whose status is none of complete/failed/running",
+    "missing_files": "record marked complete whose listed tables are not on disk (killed while writing; rerun it)",
     "missing_keys": "complete record lacking keys that other records have (kept; NaN where missing)",
     "duplicate": "complete record of a grid point that has a newer complete record (left out)",
 }
@@ -183,10 +188,13 @@ def _short(text: object, limit: int = 300) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
-def _status_problem(run_dir: str, record: Mapping[str, object]) -> Problem | None:
-    """A Problem for records that are not complete, else None."""
+def _status_problem(run_dir: str, record: Mapping[str, object], job_dir: Path) -> Problem | None:
+    """A Problem for records that are not complete (or complete without the tables they list), else None."""
     status = record.get("status", COMPLETE)
     if status == COMPLETE:
+        absent = missing_files(job_dir, record)
+        if absent:
+            return Problem(run_dir, "missing_files", "listed but not on disk: " + ", ".join(absent))
         return None
     if status == FAILED:
         return Problem(run_dir, "failed", _short(record.get("error") or "no error message recorded"))
@@ -360,7 +368,7 @@ def load_sweep(root: Path, *, exclude: Path | None = None) -> Sweep:
         except ValueError as err:
             problems.append(Problem(run_dir, "corrupt", _short(err)))
             continue
-        status_problem = _status_problem(run_dir, record)
+        status_problem = _status_problem(run_dir, record, path.parent)
         if status_problem is not None:
             problems.append(status_problem)
         elif "status" not in record:

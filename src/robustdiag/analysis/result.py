@@ -43,6 +43,8 @@ class AnalysisResult:
     n_bootstrap: int = 2000
     seed: int = 0
     wandb_run: str | None = None  # where the W&B summary run went (directory or URL), if logged
+    claims: pd.DataFrame = field(default_factory=pd.DataFrame)  # claims.csv: one row per (claim, dataset)
+    claim_results: list = field(default_factory=list)  # type: ignore[type-arg]  # ClaimResult objects
 
     @property
     def sweep_name(self) -> str:

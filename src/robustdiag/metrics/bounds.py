@@ -79,7 +79,7 @@ from robustdiag.metrics.fisher import (
 )
 from robustdiag.models.cifar import PreActBlock, PreActResNet
 from robustdiag.progress import progress
-from robustdiag.types import EvalContext, MetricResult
+from robustdiag.types import EvalContext, MetricResult, MetricRoles
 
 log = logging.getLogger(__name__)
 
@@ -898,6 +898,7 @@ class SpectralBound:
             )
         self.name = "spectral_bound"
         self.under_shift = under_shift
+        self.roles = MetricRoles(diagnostics=("log10_bound",))
         self.n_samples, self.input_space = n_samples, input_space
         self.power_iters, self.power_tol = power_iters, power_tol
         self.layernorm_sigma_floor = layernorm_sigma_floor

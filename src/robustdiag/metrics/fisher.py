@@ -52,7 +52,7 @@ from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from robustdiag.progress import progress
-from robustdiag.types import EvalContext, MetricResult
+from robustdiag.types import EvalContext, MetricResult, MetricRoles
 
 log = logging.getLogger(__name__)
 
@@ -558,6 +558,7 @@ class FisherMetric:
             raise ValueError(f"metric.fisher.batch_size must be ≥ 1 or null, got {batch_size}")
         self.name = "fisher"
         self.under_shift = under_shift
+        self.roles = MetricRoles(diagnostics=("mean",), per_sample_diagnostics=("lambda",))
         self.estimator = estimator
         self.n_samples = n_samples
         self.input_space = input_space

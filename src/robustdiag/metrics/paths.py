@@ -45,7 +45,7 @@ from robustdiag.metrics.path_stats import (
     pair_separation,
 )
 from robustdiag.progress import progress
-from robustdiag.types import EvalContext, MetricResult
+from robustdiag.types import EvalContext, MetricResult, MetricRoles
 
 LABEL_SOURCES = ("true", "trained", "predicted")
 COUNTER_DTYPE = torch.float32  # exact counts below 2**24 samples per class
@@ -499,7 +499,13 @@ class _SeparationMetric:
         memory_budget_gb: float,
         chunk_elements: int,
         under_shift: bool,
+        name: str | None = None,
     ) -> None:
+        if name is not None:
+            if not isinstance(name, str) or not name or "/" in name:
+                raise ValueError(f"name={name!r} must be a non-empty record key without '/'")
+            self.name = name  # a variant (e.g. path_separation_positive) records under its own key
+        self.roles = MetricRoles(diagnostics=("excess",))
         self.under_shift = bool(under_shift)
         labels = "true" if labels is True else labels  # `labels=true` on a Hydra command line is a bool
         _check_choice("separation", separation, SEPARATIONS)
@@ -587,6 +593,7 @@ class PathSeparation(_SeparationMetric):
         memory_budget_gb: limit on the streamed counters (checked before the pass).
         chunk_elements: contributions per chunk (batch x output units x inputs) bounding transient memory.
         under_shift: recompute under every configured shift (the pipeline reads this attribute).
+        name: record key (default ``path_separation``); variants with other settings need their own.
     """
 
     name = "path_separation"
@@ -608,9 +615,11 @@ class PathSeparation(_SeparationMetric):
         memory_budget_gb: float = 4.0,
         chunk_elements: int = 1 << 24,
         under_shift: bool = True,
+        name: str | None = None,
     ) -> None:
         _check_choice("event", event, PATH_EVENTS)
         super().__init__(
+            name=name,
             event=event,
             theta=theta,
             separation=separation,
@@ -653,8 +662,10 @@ class ActivationSeparation(_SeparationMetric):
         memory_budget_gb: float = 4.0,
         chunk_elements: int = 1 << 24,
         under_shift: bool = True,
+        name: str | None = None,
     ) -> None:
         super().__init__(
+            name=name,
             event="activation",
             theta=0.5,
             separation=separation,

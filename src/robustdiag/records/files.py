@@ -11,10 +11,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-RECORD_VERSION = 1
-METRICS_FILE = "metrics.json"
-PER_SAMPLE_FILE = "per_sample.csv"
-PER_LAYER_FILE = "per_layer.csv"
+from robustdiag.records.schema import (
+    COMPLETE,
+    FAILED,
+    METRICS_FILE,
+    PER_LAYER_FILE,
+    PER_SAMPLE_FILE,
+    RECORD_VERSION,
+    RUNNING,
+)
+
+__all__ = ["METRICS_FILE", "PER_LAYER_FILE", "PER_SAMPLE_FILE", "RECORD_VERSION", "RunRecord"]
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -53,7 +60,7 @@ class RunRecord:
     def __init__(self, directory: Path) -> None:
         self.dir = Path(directory)
         self.path = self.dir / METRICS_FILE
-        self.values: dict[str, Any] = {"status": "running", "error": None, "record_version": RECORD_VERSION}
+        self.values: dict[str, Any] = {"status": RUNNING, "error": None, "record_version": RECORD_VERSION}
 
     def update(self, values: dict[str, Any]) -> None:
         self.values.update(values)
@@ -63,10 +70,10 @@ class RunRecord:
         write_json_atomic(self.path, self.values)
 
     def complete(self) -> None:
-        self.update({"status": "complete", "error": None})
+        self.update({"status": COMPLETE, "error": None})
 
     def fail(self, error: BaseException) -> None:
-        self.update({"status": "failed", "error": f"{type(error).__name__}: {error}"})
+        self.update({"status": FAILED, "error": f"{type(error).__name__}: {error}"})
 
 
 def write_table(path: Path, rows: pd.DataFrame) -> None:
