@@ -5,7 +5,8 @@
   on a float64 copy of the model; ``identity_rel_err_max`` is the largest relative Frobenius error
   ‖F₁ − F₂‖ / ‖F₂‖ over the samples (dense D×D when D ≤ ``dense_max_dim``, else the equivalent
   gradient-level identity G = (I − 1pᵀ)J).
-* **Local KL.** KL(p(x) ‖ p(x+δ)) against ½ δᵀF(x)δ for each ε of ``kl_eps`` (pixel units), with δ
+* **Local KL** (float64: at small ε the KL is ~1e-6, below float32 resolution of the log-probabilities).
+  KL(p(x) ‖ p(x+δ)) against ½ δᵀF(x)δ for each ε of ``kl_eps`` (pixel units), with δ
   uniform in the L∞ ε-ball (the released code's check) and δ along F's top eigenvector scaled to
   ‖δ‖∞ = ε. Per ε and direction: median and mean of |KL − ½δᵀFδ| / KL over samples
   (``kl_<random|top>_e<ε·255>_rel_err_median``), and the median ratio KL(top) / KL(random)
@@ -163,7 +164,12 @@ class FisherChecks:
             p = log_p.exp()
             exact = lambda_max_exact(p, G)
             scalars["exact_seconds"] = time.perf_counter() - tic
-            scalars.update(self._kl(model, x, p, G, generator))
+            model64 = (
+                copy.deepcopy(model).double().eval()
+            )  # KL at small ε is ~1e-6: float32 round-off dominates
+            x64 = x.double()
+            log_p64, G64 = class_gradients(model64, x64)
+            scalars.update(self._kl(model64, x64, log_p64.exp(), G64, generator))
             scalars.update(self._fidelity(model, x, p, G, exact, generator))
         return MetricResult(scalars=scalars)
 
@@ -175,8 +181,8 @@ class FisherChecks:
         out: dict[str, float] = {}
         for eps in self.kl_eps:
             tag = _eps_tag(eps)
-            noise = torch.rand(x.shape, generator=generator, device=generator.device, dtype=x.dtype)
-            random_delta = (2 * noise.to(x.device) - 1) * eps  # (n, C, H, W) uniform in the L∞ ball
+            noise = torch.rand(x.shape, generator=generator, device=generator.device, dtype=torch.float32)
+            random_delta = (2 * noise.to(x.device, x.dtype) - 1) * eps  # (n, C, H, W) uniform in the L∞ ball
             top_delta = (eps * v_top).reshape(x.shape)
             err_r, kl_r = kl_relative_errors(model, x, random_delta, p, G)
             err_t, kl_t = kl_relative_errors(model, x, top_delta, p, G)

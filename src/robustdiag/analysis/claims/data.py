@@ -73,11 +73,10 @@ class ClaimData:
         excluded = []
         if schema.GOAL_REACHED_KEY in runs.columns:
             missed = runs[schema.GOAL_REACHED_KEY].astype(float) == 0.0
+            train_acc = runs.get(schema.CLEAN_TRAIN_ACC, pd.Series(np.nan, index=runs.index)).astype(float)
             excluded = [
-                f"{d}: its regime did not reach its goal (train/goal_reached = 0, train acc {float(a):.3f})"
-                for d, a in zip(
-                    runs.loc[missed, "run_dir"], runs.loc[missed].get(schema.CLEAN_TRAIN_ACC, np.nan)
-                )
+                f"{d}: its regime did not reach its goal (train/goal_reached = 0, train accuracy {a:.3f})"
+                for d, a in zip(runs.loc[missed, "run_dir"], train_acc[missed])
             ]
             runs = runs[~missed]
         runs = runs.reset_index(drop=True)

@@ -681,8 +681,13 @@ class PerSampleAUROC:
             not frame.empty and (frame["score"] == self.score).any(),
             f"no per_sample.csv with `{self.score}` and {self.outcome} outcomes",
         )
-        wide = frame.pivot_table(index=["run_dir", "cell"], columns="score", values="auroc", dropna=False).reset_index()
-        _need(self.score in wide.columns, f"the AUROC of `{self.score}` is undefined in every run (no clean-correct sample changes outcome)")
+        wide = frame.pivot_table(
+            index=["run_dir", "cell"], columns="score", values="auroc", dropna=False
+        ).reset_index()
+        _need(
+            self.score in wide.columns,
+            f"the AUROC of `{self.score}` is undefined in every run (no clean-correct sample changes outcome)",
+        )
         wide = wide[np.isfinite(wide[self.score].astype(float))]
         what = f"AUROC of {self.score.split('/')[-1]} for {'being fooled' if self.outcome == 'attack' else 'errors under shift'}"
         if self.beyond_baselines:
