@@ -16,32 +16,93 @@ from robustdiag.analysis.columns import Target, clean_accuracy, parse_shifted_me
 from robustdiag.analysis.stats import correlate, pair_rng
 
 CORRELATION_COLUMNS = (
-    ["diagnostic", "target", "target_kind", "n"]
+    ["diagnostic", "target", "target_kind", "scope", "n"]
     + [f"{c}{s}" for c in ("spearman", "pearson", "kendall") for s in ("", "_ci_low", "_ci_high", "_p")]
-    + ["note"]
+    + ["spearman_p_holm", "note"]
 )
+MIN_SCOPE_RUNS = 4  # a within-regime / within-architecture row needs this many runs
 RUN_LABEL_COLUMNS = ("run_dir", "model", "data", "regime", "q", "seed")
+
+
+def scopes(runs: pd.DataFrame) -> list[tuple[str, np.ndarray]]:
+    """(scope, row mask): all runs pooled, then within each regime group and each architecture.
+
+    Groups are the recorded facts (labels kind, q, adversarial training), never config names.
+    """
+    from robustdiag.analysis.claims.data import group_of
+
+    out = [("pooled", np.ones(len(runs), dtype=bool))]
+    column = runs.get
+    groups = np.array(
+        [
+            group_of(lab, q, adv)
+            for lab, q, adv in zip(
+                column("labels", pd.Series("", index=runs.index)),
+                column("q", pd.Series(np.nan, index=runs.index)),
+                column("train/adversarial", pd.Series(np.nan, index=runs.index)),
+            )
+        ]
+    )
+    models = runs["model"].astype(str).to_numpy() if "model" in runs.columns else np.full(len(runs), "model")
+    for label, values in (("regime", groups), ("model", models)):
+        if len(set(values)) < 2:
+            continue
+        for value in sorted(set(values)):
+            mask = values == value
+            if mask.sum() >= MIN_SCOPE_RUNS:
+                out.append((f"within {label} {value}", mask))
+    return out
+
+
+def cells_of(runs: pd.DataFrame) -> np.ndarray:
+    """Architecture × regime cell of each run: the strata the bootstrap resamples seeds within."""
+    from robustdiag.analysis.claims.data import group_of
+
+    models = runs["model"].astype(str) if "model" in runs.columns else pd.Series("model", index=runs.index)
+    groups = [
+        group_of(lab, q, adv)
+        for lab, q, adv in zip(
+            runs.get("labels", pd.Series("", index=runs.index)),
+            runs.get("q", pd.Series(np.nan, index=runs.index)),
+            runs.get("train/adversarial", pd.Series(np.nan, index=runs.index)),
+        )
+    ]
+    return (models + "|" + pd.Series(groups, index=runs.index)).to_numpy()
 
 
 def correlation_table(
     runs: pd.DataFrame, diagnostics: Sequence[str], targets: Sequence[Target], *, n_boot: int, seed: int
 ) -> pd.DataFrame:
-    """One row per diagnostic x target (see module docstring); ``runs`` holds the complete runs."""
+    """One row per diagnostic x target x scope (pooled, within each regime, within each architecture).
+
+    Intervals resample seeds within architecture × regime cells (the design stays fixed); Holm-adjusted
+    Spearman p-values over the whole table say how much survives the number of comparisons. These are
+    exploratory: the claims table is where verdicts are made.
+    """
     rows = []
-    for diagnostic in diagnostics:
-        x = runs[diagnostic].to_numpy(dtype=float)
-        for target in targets:
-            y = runs[target.column].to_numpy(dtype=float)
-            result = correlate(x, y, n_boot=n_boot, rng=pair_rng(seed, diagnostic, target.column))
-            rows.append(
-                {
-                    "diagnostic": diagnostic,
-                    "target": target.column,
-                    "target_kind": target.kind,
-                    **result.as_row(),
-                }
-            )
-    return pd.DataFrame(rows, columns=CORRELATION_COLUMNS)
+    cells = cells_of(runs)
+    for scope, mask in scopes(runs):
+        for diagnostic in diagnostics:
+            x = runs[diagnostic].to_numpy(dtype=float)[mask]
+            for target in targets:
+                y = runs[target.column].to_numpy(dtype=float)[mask]
+                rng = pair_rng(seed, diagnostic, target.column, scope)
+                result = correlate(x, y, n_boot=n_boot, rng=rng, strata=cells[mask])
+                rows.append(
+                    {
+                        "diagnostic": diagnostic,
+                        "target": target.column,
+                        "target_kind": target.kind,
+                        "scope": scope,
+                        **result.as_row(),
+                    }
+                )
+    table = pd.DataFrame(rows, columns=CORRELATION_COLUMNS)
+    if not table.empty:
+        from robustdiag.analysis.inference import holm
+
+        table["spearman_p_holm"] = holm(table["spearman_p"].astype(float).tolist())
+    return table
 
 
 def shift_conditions(runs: pd.DataFrame, diagnostic: str) -> list[tuple[str, str, str]]:
@@ -81,7 +142,7 @@ def shift_drop_table(
 ) -> pd.DataFrame:
     """Does a diagnostic drop where accuracy drops? Spearman/Pearson/Kendall of (clean - shifted)
     diagnostic against (clean - shifted) accuracy over the shift x severity conditions, per run and
-    pooled over runs (the pooled bootstrap treats (run, condition) pairs as independent).
+    pooled over runs (the pooled bootstrap resamples whole runs, not (run, condition) pairs).
     """
     labels = runs[[c for c in RUN_LABEL_COLUMNS if c in runs.columns]]
     rows = []
@@ -104,14 +165,20 @@ def shift_drop_table(
             long["accuracy_drop"].to_numpy(),
             n_boot=n_boot,
             rng=pair_rng(seed, diagnostic, "shift_drop", "pooled"),
+            clusters=long["run_dir"].to_numpy(),  # a run's conditions are not independent: resample runs
         )
         rows.append({"diagnostic": diagnostic, "scope": "pooled", "run_dir": "all", **pooled.as_row()})
     return pd.DataFrame(rows)
 
 
+def pooled(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows pooled over every run (one per diagnostic × target)."""
+    return table[table["scope"] == "pooled"] if "scope" in table.columns else table
+
+
 def spearman_matrix(table: pd.DataFrame, diagnostics: Sequence[str], targets: Sequence[str]) -> pd.DataFrame:
     """Compact text cells 'rho [low, high] n=..' (diagnostic rows x target columns) for console and report."""
-    index = table.set_index(["diagnostic", "target"])
+    index = pooled(table).set_index(["diagnostic", "target"])
     cells: dict[str, list[str]] = {}
     for target in targets:
         column = []

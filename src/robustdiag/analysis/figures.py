@@ -17,7 +17,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from robustdiag.analysis.columns import parse_shifted_metric, short_name
-from robustdiag.analysis.correlations import format_coefficient
+from robustdiag.analysis.correlations import format_coefficient, pooled
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
 DPI = 120
@@ -70,7 +70,7 @@ def scatter_figure(
     """Each diagnostic against one robust accuracy: colour = regime, marker = architecture; rho in titles."""
     regimes, models = _identity(runs, "regime"), _identity(runs, "model")
     colours, markers = regime_colours(list(regimes)), _markers(list(models))
-    index = correlations.set_index(["diagnostic", "target"])
+    index = pooled(correlations).set_index(["diagnostic", "target"])
     fig, axes = _grid(len(diagnostics))
     y = runs[attack_column].to_numpy(float)
     for ax, diagnostic in zip(axes, diagnostics):
@@ -292,3 +292,57 @@ def _seed_text(seed: object) -> str:
         return str(int(float(seed)))  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return "?"
+
+
+CHECKS = "metric/fisher_checks/"
+
+
+def fisher_checks_figure(runs: pd.DataFrame, path: Path) -> Path | None:
+    """Paper 2's checks: the local-KL relative error against ε (random and top-eigenvector δ), and each
+    λ estimator's median ratio to the exact λ_max, one point per run. None without fisher_checks keys."""
+    kl = sorted(
+        {
+            (c.split("_e")[1].split("_")[0], c)
+            for c in runs.columns
+            if c.startswith(CHECKS + "kl_random_e") and c.endswith("_rel_err_median")
+        },
+        key=lambda item: float(item[0].replace("p", ".")),
+    )
+    ratios = [c for c in runs.columns if c.startswith(CHECKS + "fidelity_") and c.endswith("_ratio_median")]
+    if not kl and not ratios:
+        return None
+    fig, axes = _grid(2, cols=2, size=(5.2, 3.8))
+    eps = np.array([float(tag.replace("p", ".")) for tag, _ in kl])  # in 1/255 units
+    for direction, colour in (("random", "tab:blue"), ("top", "tab:red")):
+        columns = [c.replace("kl_random_", f"kl_{direction}_") for _, c in kl]
+        present = [c for c in columns if c in runs.columns]
+        if not present:
+            continue
+        values = runs[present].to_numpy(float)  # (runs, eps)
+        for row in values:
+            axes[0].plot(eps[: len(present)], row, color=colour, alpha=0.25, linewidth=0.8)
+        axes[0].plot(
+            eps[: len(present)],
+            np.nanmedian(values, axis=0),
+            color=colour,
+            marker="o",
+            linewidth=2,
+            label=f"δ {direction}",
+        )
+    axes[0].set_xscale("log")
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel("ε (× 1/255, L∞)")
+    axes[0].set_ylabel("|KL − ½δᵀFδ| / KL (median over samples)")
+    axes[0].legend(fontsize=8)
+    axes[0].grid(alpha=0.3)
+    names = [c.removeprefix(CHECKS + "fidelity_").removesuffix("_ratio_median") for c in ratios]
+    for i, column in enumerate(ratios):
+        values = runs[column].to_numpy(float)
+        axes[1].scatter(np.full(values.size, i), values, s=14, alpha=0.7)
+    axes[1].axhline(1.0, color="0.4", linewidth=0.8)
+    axes[1].set_xticks(range(len(names)), names, rotation=20, fontsize=8)
+    axes[1].set_yscale("log")
+    axes[1].set_ylabel("estimate / exact λ_max (median over samples)")
+    axes[1].grid(alpha=0.3)
+    fig.suptitle("paper 2 checks: local KL approximation and estimator fidelity (one point per run)")
+    return _save(fig, path)

@@ -276,6 +276,10 @@ def make_figures(
     else:
         figures["separation_vs_severity"] = path
 
+    path = fig.fisher_checks_figure(complete, out / "fisher_checks.png")
+    if path is not None:
+        figures["fisher_checks"] = path
+
     path = fig.lambda_figure(
         per_sample, complete.assign(regime=regimes.values), colours, out / "lambda_distributions.png"
     )

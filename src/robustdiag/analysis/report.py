@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from robustdiag.analysis.columns import main_targets, short_name
-from robustdiag.analysis.correlations import format_coefficient, spearman_matrix
+from robustdiag.analysis.correlations import format_coefficient, pooled, spearman_matrix
 from robustdiag.analysis.reader import PROBLEM_KINDS
 from robustdiag.analysis.result import AnalysisResult
 
@@ -49,6 +49,12 @@ def correlation_markdown(result: AnalysisResult) -> str:
     targets = [t.column for t in main_targets(result.targets)]
     table = result.correlations
     table = table[table["diagnostic"].isin(result.headline) & table["target"].isin(targets)]
+    within = (
+        table[table["scope"].astype(str).str.startswith("within regime")]
+        if "scope" in table
+        else table.iloc[:0]
+    )
+    table = pooled(table)
     if table.empty:
         return "_No diagnostic x adversarial/mean-corruption pair in these records._"
     rows = pd.DataFrame(
@@ -62,7 +68,20 @@ def correlation_markdown(result: AnalysisResult) -> str:
             "Spearman p": table["spearman_p"],
         }
     )
-    return markdown_table(rows)
+    text = markdown_table(rows)
+    if len(within):
+        rows = pd.DataFrame(
+            {
+                "diagnostic": [short_name(d) for d in within["diagnostic"]],
+                "target": [short_name(t) for t in within["target"]],
+                "scope": within["scope"],
+                "n": within["n"].astype(int),
+                "Spearman ρ [95% CI]": [_interval(r, "spearman") for _, r in within.iterrows()],
+                "p (Holm over the table)": within["spearman_p_holm"],
+            }
+        )
+        text += "\n\nWithin each regime (the design held fixed):\n\n" + markdown_table(rows)
+    return text
 
 
 def _mean_sd(mean: float, sd: float) -> str:
@@ -298,7 +317,8 @@ def render_report(result: AnalysisResult) -> str:
         "Pooled across regimes these mostly measure the design (memorising runs sit at chance accuracy); "
         "the claims above test the diagnostics beyond it. "
         f"Diagnostics on clean data against robust accuracy per attack and mean corruption accuracy. "
-        f"95% percentile bootstrap intervals over runs ({result.n_bootstrap} resamples, seed {result.seed}); "
+        f"95% percentile bootstrap intervals resampling seeds within architecture × regime cells "
+        f"({result.n_bootstrap} resamples, seed {result.seed}); "
         "n = runs with both values (pairs with a missing value are dropped). "
         f"`correlations.csv` has all {len(result.correlations)} pairs: {len(result.diagnostics)} diagnostics × "
         f"{len(result.targets)} targets (each shift and severity, clean accuracy, and accuracy drops "

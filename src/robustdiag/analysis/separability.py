@@ -1,19 +1,16 @@
 """Do diagnostics tell memorising networks from generalising ones?
 
-Runs are grouped by training regime (``train.name``): ``memorise`` (random labels) against
-``generalise`` (true labels, augmentation, weight decay). ``label_noise`` runs use the memorising recipe
-with a fraction q of random labels; at q = 1 they are memorising runs, otherwise they stay out of the
-two-group comparison, as do other regimes (adversarial training, paper recipes). When the regime is not
-recorded, ``labels`` decides (random: memorise, true: generalise).
+Runs are grouped by what their records say about training (:func:`robustdiag.analysis.claims.group_of`):
+memorising (q = 1 random labels) against generalising (true labels, not adversarially trained); noisy
+(0 < q < 1) and adversarially trained runs stay out of the two-group comparison. Descriptive: the paired
+verdict is claim P1.1 of the claims table.
 
 AUROC is P(diagnostic of a generalising run > diagnostic of a memorising run), ties counted one half,
 so 0.5 means no separation and 0 or 1 perfect separation; its interval resamples runs within each
 group. Cohen's d and Hedges' g are (generalise - memorise) / pooled sd.
 
-Dose-response: within the memorising recipe (``label_noise`` and ``memorise`` runs, which differ only
-in q), the Spearman correlation of the diagnostic with q, reported when >= 3 distinct q values exist.
-Generalising runs are left out of it: their recipe differs (augmentation, weight decay), which would be
-confounded with q = 0.
+Dose-response: over runs trained on random labels (q > 0), the Spearman correlation of the diagnostic
+with q, reported when >= 3 distinct q values exist (claim P1.3 tests it within one recipe).
 """
 
 from __future__ import annotations
@@ -23,46 +20,11 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from robustdiag.analysis.claims.data import group_of
 from robustdiag.analysis.stats import auroc_with_ci, correlate, effect_size, pair_rng
 
 GENERALISE, MEMORISE = "generalise", "memorise"
-_GENERALISE_NAMES = {"generalise", "generalize"}
-_MEMORISE_NAMES = {"memorise", "memorize"}
-_NOISE_NAMES = {"label_noise"}
 MIN_DOSE_LEVELS = 3  # distinct label-noise fractions needed for a dose-response
-
-
-def _as_float(value: object) -> float:
-    try:
-        return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return float("nan")
-
-
-def regime_group(regime: object, labels: object, q: object) -> str | None:
-    """'generalise', 'memorise' or None (not part of the two-group comparison); see module docstring."""
-    regime, labels, frac = str(regime).lower(), str(labels).lower(), _as_float(q)
-    if regime in _MEMORISE_NAMES:
-        return MEMORISE
-    if regime in _GENERALISE_NAMES:
-        return GENERALISE
-    if regime in _NOISE_NAMES:
-        return MEMORISE if frac >= 1.0 else None
-    if regime in {"unknown", "none", "nan", ""}:
-        if labels == "random" and (np.isnan(frac) or frac >= 1.0):
-            return MEMORISE
-        return GENERALISE if labels == "true" else None
-    return None
-
-
-def random_label_fraction(regime: object, q: object) -> float:
-    """q of runs of the memorising recipe (label_noise, memorise; memorise defaults to 1), else NaN."""
-    regime, frac = str(regime).lower(), _as_float(q)
-    if regime in _NOISE_NAMES:
-        return frac
-    if regime in _MEMORISE_NAMES:
-        return 1.0 if np.isnan(frac) else frac
-    return float("nan")
 
 
 def _column(runs: pd.DataFrame, name: str) -> pd.Series:
@@ -70,15 +32,23 @@ def _column(runs: pd.DataFrame, name: str) -> pd.Series:
 
 
 def groups_of(runs: pd.DataFrame) -> pd.Series:
-    """regime_group of every run."""
-    regime, labels, q = _column(runs, "regime"), _column(runs, "labels"), _column(runs, "q")
-    return pd.Series([regime_group(r, lab, v) for r, lab, v in zip(regime, labels, q)], index=runs.index)
+    """generalise / memorise / noisy / adversarial of every run, from the recorded facts (labels kind,
+    q, train/adversarial), never from the names of the training configs."""
+    labels, q = _column(runs, "labels"), _column(runs, "q")
+    adversarial = runs.get("train/adversarial", pd.Series(np.nan, index=runs.index))
+    return pd.Series([group_of(lab, v, a) for lab, v, a in zip(labels, q, adversarial)], index=runs.index)
 
 
 def noise_fractions(runs: pd.DataFrame) -> pd.Series:
-    """random_label_fraction of every run."""
-    regime, q = _column(runs, "regime"), _column(runs, "q")
-    return pd.Series([random_label_fraction(r, v) for r, v in zip(regime, q)], index=runs.index, dtype=float)
+    """q of the runs trained with the memorising runs' recipe (``train/recipe``, so q = 0 runs of that
+    recipe count too), else NaN; records without a recipe: the runs on (partly) random labels."""
+    group = groups_of(runs)
+    q = pd.to_numeric(_column(runs, "q"), errors="coerce").astype(float)
+    q = q.where(~(q.isna() & (group == MEMORISE)), 1.0)  # a memorising run without q has q = 1
+    if "train/recipe" in runs.columns:
+        recipes = set(runs.loc[group == MEMORISE, "train/recipe"].astype(str))
+        return q.where(runs["train/recipe"].astype(str).isin(recipes))
+    return q.where(group.isin([MEMORISE, "noisy"]))
 
 
 def separability_table(
@@ -87,6 +57,7 @@ def separability_table(
     """One row per diagnostic: group sizes, means, AUROC, effect sizes, dose-response (NaN where n/a)."""
     group = groups_of(runs)
     is_gen, is_mem = (group == GENERALISE).to_numpy(), (group == MEMORISE).to_numpy()
+    models = _column(runs, "model").astype(str).to_numpy()  # seeds are resampled within architectures
     fraction = noise_fractions(runs).to_numpy()
     dose_levels = np.unique(fraction[np.isfinite(fraction)])
     rows = []
@@ -97,7 +68,11 @@ def separability_table(
             values[both], is_gen[both], n_boot=n_boot, rng=pair_rng(seed, diagnostic, "auroc")
         )
         effect = effect_size(
-            values[is_gen], values[is_mem], n_boot=n_boot, rng=pair_rng(seed, diagnostic, "effect")
+            values[is_gen],
+            values[is_mem],
+            n_boot=n_boot,
+            rng=pair_rng(seed, diagnostic, "effect"),
+            strata=(models[is_gen], models[is_mem]),
         )
         row: dict[str, object] = {
             "diagnostic": diagnostic,

@@ -183,15 +183,27 @@ def _undefined_correlation(n: int, note: str) -> Correlation:
     return Correlation(n, nan, nan, ci, nan, nan, ci, nan, nan, ci, note)
 
 
-def correlate(x: np.ndarray, y: np.ndarray, *, n_boot: int, rng: np.random.Generator) -> Correlation:
+def correlate(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    n_boot: int,
+    rng: np.random.Generator,
+    strata: np.ndarray | None = None,
+    clusters: np.ndarray | None = None,
+) -> Correlation:
     """Spearman, Pearson and Kendall (tau-b) of paired observations, dropping pairs with a NaN.
 
-    p-values are scipy's; the 95% intervals are percentile bootstraps over observations, all three
+    The bootstrap resamples what was randomised: observations within ``strata`` (e.g. seeds within
+    architecture × regime cells, keeping the design fixed), or whole ``clusters`` (e.g. every row of one
+    run together), else observations independently. p-values are scipy's; all three
     coefficients computed on the same resamples.
     """
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     keep = np.isfinite(x) & np.isfinite(y)
     x, y = x[keep], y[keep]
+    strata = None if strata is None else np.asarray(strata)[keep]
+    clusters = None if clusters is None else np.asarray(clusters)[keep]
     n = int(x.size)
     if n < MIN_N:
         return _undefined_correlation(n, f"n={n} < {MIN_N} paired finite values")
@@ -204,7 +216,7 @@ def correlate(x: np.ndarray, y: np.ndarray, *, n_boot: int, rng: np.random.Gener
     nan_ci = (float("nan"), float("nan"))
     cis = {"spearman": nan_ci, "pearson": nan_ci, "kendall": nan_ci}
     if n_boot > 0:
-        counts = bootstrap_counts(n, n_boot, rng)  # (B, n)
+        counts = resample_counts(n, n_boot, rng, strata=strata, clusters=clusters)  # (B, n)
         cis = {
             "spearman": percentile_ci(weighted_spearman(x, y, counts)),
             "pearson": percentile_ci(weighted_pearson(x, y, counts)),
@@ -222,6 +234,24 @@ def correlate(x: np.ndarray, y: np.ndarray, *, n_boot: int, rng: np.random.Gener
         kendall_p=float(kendall.pvalue),
         kendall_ci=cis["kendall"],
     )
+
+
+def resample_counts(
+    n: int,
+    n_boot: int,
+    rng: np.random.Generator,
+    *,
+    strata: np.ndarray | None = None,
+    clusters: np.ndarray | None = None,
+) -> np.ndarray:
+    """Bootstrap counts (B, n): within strata, by whole clusters, or of independent observations."""
+    if clusters is not None:
+        labels, member_of = np.unique(clusters, return_inverse=True)
+        draws = bootstrap_counts(labels.size, n_boot, rng)  # (B, K) copies of each cluster
+        return draws[:, member_of]
+    if strata is not None:
+        return stratified_counts(np.unique(strata, return_inverse=True)[1], n_boot, rng)
+    return bootstrap_counts(n, n_boot, rng)
 
 
 def weighted_auroc(values: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -354,10 +384,23 @@ class EffectSize:
     sd_b: float
 
 
-def effect_size(a: np.ndarray, b: np.ndarray, *, n_boot: int, rng: np.random.Generator) -> EffectSize:
-    """Standardised mean difference of a over b (NaNs dropped); needs at least 2 values per group."""
+def effect_size(
+    a: np.ndarray,
+    b: np.ndarray,
+    *,
+    n_boot: int,
+    rng: np.random.Generator,
+    strata: tuple[np.ndarray, np.ndarray] | None = None,
+) -> EffectSize:
+    """Standardised mean difference of a over b (NaNs dropped); needs at least 2 values per group.
+
+    ``strata`` (one label array per group, e.g. architectures) makes the bootstrap resample within them.
+    """
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    keep_a, keep_b = np.isfinite(a), np.isfinite(b)
+    a, b = a[keep_a], b[keep_b]
+    strata_a = None if strata is None else np.asarray(strata[0])[keep_a]
+    strata_b = None if strata is None else np.asarray(strata[1])[keep_b]
     n_a, n_b = a.size, b.size
     nan = float("nan")
     mean_a = float(a.mean()) if n_a else nan
@@ -370,6 +413,8 @@ def effect_size(a: np.ndarray, b: np.ndarray, *, n_boot: int, rng: np.random.Gen
     j = hedges_correction(n_a, n_b)
     ci = (nan, nan)
     if n_boot > 0:
-        boot = weighted_cohens_d(a, b, bootstrap_counts(n_a, n_boot, rng), bootstrap_counts(n_b, n_boot, rng))
+        counts_a = resample_counts(n_a, n_boot, rng, strata=strata_a)
+        counts_b = resample_counts(n_b, n_boot, rng, strata=strata_b)
+        boot = weighted_cohens_d(a, b, counts_a, counts_b)
         ci = percentile_ci(j * boot)
     return EffectSize(d, j * d, ci, n_a, n_b, mean_a, mean_b, sd_a, sd_b)

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from robustdiag.analysis.columns import attack_columns, main_targets, short_name
+from robustdiag.analysis.correlations import pooled
 from robustdiag.analysis.options import DEFAULT_PROJECT, WANDB_MODES
 from robustdiag.analysis.result import AnalysisResult
 from robustdiag.records.wandb_logger import has_credentials
@@ -56,7 +57,7 @@ def summary_values(result: AnalysisResult) -> dict[str, float | int | str]:
     summary["analysis/diagnostics"] = len(result.diagnostics)
     summary["analysis/targets"] = len(result.targets)
     targets = {t.column for t in main_targets(result.targets)}
-    table = result.correlations
+    table = pooled(result.correlations)
     rows = table[table["diagnostic"].isin(result.headline) & table["target"].isin(targets)]
     for _, row in rows.iterrows():
         key = f"{panel_key(row['diagnostic'])}~{panel_key(row['target'])}"
