@@ -1,6 +1,6 @@
 # The two commands of the README, plus helpers. Every target reuses .venv when it is up to date.
 #   make quickstart   set up, then run the embedded demonstration sweep (digits, CPU, < 5 min)
-#   make test         set up, then run the whole test suite (starts a local Slurm when it can)
+#   make test         set up, lint (ruff, mypy), then run the whole test suite (starts a local Slurm when it can)
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 quickstart: setup
 	ROBUSTDIAG_PROGRESS=$${ROBUSTDIAG_PROGRESS:-1} $(VENV)/bin/robustdiag -m experiment=quickstart
 
-test: setup
+test: setup lint
 	ROBUSTDIAG_START_SLURM=$${ROBUSTDIAG_START_SLURM:-1} $(VENV)/bin/python -m pytest -q
 
 test-fast: setup
@@ -30,7 +30,9 @@ bench: setup
 	for b in benchmarks/bench_*.py; do $(VENV)/bin/python $$b || exit 1; done
 
 lint: setup
-	$(VENV)/bin/ruff check src tests benchmarks && $(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/mypy
 
 clean-cache:
 	rm -rf .cache

@@ -33,7 +33,9 @@ def _column(runs: list[PlantedRun], key: str) -> np.ndarray:
 
 
 def _row(table: pd.DataFrame, diagnostic: str, target: str) -> pd.Series:
-    rows = table[(table["diagnostic"] == diagnostic) & (table["target"] == target) & (table["scope"] == "pooled")]
+    rows = table[
+        (table["diagnostic"] == diagnostic) & (table["target"] == target) & (table["scope"] == "pooled")
+    ]
     assert len(rows) == 1, (diagnostic, target)
     return rows.iloc[0]
 

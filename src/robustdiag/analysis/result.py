@@ -44,7 +44,7 @@ class AnalysisResult:
     seed: int = 0
     wandb_run: str | None = None  # where the W&B summary run went (directory or URL), if logged
     claims: pd.DataFrame = field(default_factory=pd.DataFrame)  # claims.csv: one row per (claim, dataset)
-    claim_results: list = field(default_factory=list)  # type: ignore[type-arg]  # ClaimResult objects
+    claim_results: list = field(default_factory=list)  # ClaimResult objects
 
     @property
     def sweep_name(self) -> str:

@@ -119,4 +119,6 @@ def missing_files(job_dir: Path, record: Mapping[str, object]) -> list[str]:
 
 def is_complete(job_dir: Path, record: Mapping[str, object] | None) -> bool:
     """A record is complete when its status says so and every file it lists is on disk."""
-    return bool(record) and record.get("status") == COMPLETE and not missing_files(job_dir, record or {})
+    if not record:
+        return False
+    return record.get("status") == COMPLETE and not missing_files(job_dir, record)

@@ -117,4 +117,4 @@ class ClaimData:
 
     def declared(self, run: pd.Series, role_key: str) -> tuple[str, ...]:
         """The keys a run declares for a role (legacy defaults for version-1 records)."""
-        return schema.declared(run.to_dict(), role_key)
+        return schema.declared({str(k): v for k, v in run.items()}, role_key)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import fnmatch
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -285,7 +285,7 @@ def _shift_rows(data: ClaimData, metric: str, stat: str) -> pd.DataFrame:
     return table.assign(drop=table["clean"] - table["shifted"])
 
 
-def _per_run(table: pd.DataFrame, fn) -> pd.DataFrame:  # type: ignore[no-untyped-def]
+def _per_run(table: pd.DataFrame, fn: Callable[[pd.DataFrame], float]) -> pd.DataFrame:
     out = [
         {"run_dir": r, "model": g["model"].iloc[0], "cell": g["cell"].iloc[0], "value": fn(g)}
         for r, g in table.groupby("run_dir")
@@ -569,11 +569,8 @@ class WithinDesignAssociation:
         _need(int((sizes >= 2).sum()) >= 2, "needs >= 2 architecture × regime cells with >= 2 seeds each")
         covariates = []
         if self.control_clean_accuracy:
-            covariates.append(
-                data.runs.get(schema.EVAL_CLEAN_ACC, data.runs.get(schema.CLEAN_TEST_ACC))
-                .astype(float)
-                .to_numpy()
-            )
+            key = schema.EVAL_CLEAN_ACC if data.has(schema.EVAL_CLEAN_ACC) else schema.CLEAN_TEST_ACC
+            covariates.append(_column(data, key).to_numpy())
         est, dof = rank_partial(x, y, cells, covariates, n_boot=n_boot, rng=rng, alternative=rule.direction)
         _need(
             dof >= 2 and math.isfinite(est.value),
@@ -678,7 +675,7 @@ class PerSampleAUROC:
                 )
         frame = pd.DataFrame(rows)
         _need(
-            not frame.empty and (frame["score"] == self.score).any(),
+            not frame.empty and bool((frame["score"] == self.score).any()),
             f"no per_sample.csv with `{self.score}` and {self.outcome} outcomes",
         )
         wide = frame.pivot_table(
@@ -849,7 +846,8 @@ class ArchitectureOrder:
 
     def __call__(self, data: ClaimData, rule: Rule, *, n_boot: int, rng: np.random.Generator) -> Finding:
         runs = _model_means(data, self.value, self.group)
-        runs = runs.assign(family=[self._family(m) for m in runs["model"]]).dropna(subset=["family"])
+        runs = runs.assign(family=[self._family(str(m)) or "" for m in runs["model"]])
+        runs = runs[runs["family"] != ""]
         families = [f for f in self.order if f in set(runs["family"])]
         _need(
             len(families) >= 3,
