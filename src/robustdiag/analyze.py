@@ -14,7 +14,8 @@ from robustdiag.analysis.options import DEFAULT_BOOTSTRAP, DEFAULT_OUT, DEFAULT_
 
 EPILOG = """\
 outputs (in --out, default <sweep dir>/analysis):
-  report.md                    what was found, tables, figures, problems, provenance
+  report.md                    the claims table first, then what was found, tables, figures, provenance
+  claims.csv                   each paper claim: effect, 95% CI, n and unit, Holm p, verdict and reason
   runs.csv, problems.csv       every record read; missing/failed/running/corrupt grid points
   correlations.csv             Spearman/Pearson/Kendall + bootstrap 95% CIs and n, diagnostic x target
   separability.csv             memorising vs generalising: AUROC, Cohen's d / Hedges' g, dose-response
@@ -68,6 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="force a W&B mode (default: offline without credentials)",
     )
+    parser.add_argument(
+        "--claims",
+        nargs="+",
+        type=Path,
+        default=None,
+        metavar="YAML",
+        help="claims files to test (default: every conf/claims/*.yaml of the app; see docs/reproductions.md)",
+    )
+    parser.add_argument("--no-claims", action="store_true", help="skip the claims table")
     parser.add_argument("--quiet", action="store_true", help="print only the report path")
     return parser
 
@@ -76,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, run the analysis, print the summary; returns the exit status."""
     args = build_parser().parse_args(argv)
     from robustdiag.analysis import NoRunsError, analyze_sweep, console_summary  # heavy: after --help
+    from robustdiag.analysis.claims import ClaimsError, load_claim_sets
     from robustdiag.analysis.wandb_summary import log_summary
 
     if args.bootstrap < 0:
@@ -90,6 +101,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             mode=args.wandb_mode,
             dir=args.out,
         )
+    try:
+        claim_sets = [] if args.no_claims else (load_claim_sets(args.claims) if args.claims else None)
+    except ClaimsError as err:
+        print(f"robustdiag-analyze: {err}", file=sys.stderr)
+        return 2
     command = shlex.join(["robustdiag-analyze", *(sys.argv[1:] if argv is None else argv)])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -101,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 seed=args.seed,
                 wandb_logger=logger,
                 command=command,
+                claim_sets=claim_sets,
             )
         except (NoRunsError, FileNotFoundError) as err:
             print(f"robustdiag-analyze: {err}", file=sys.stderr)

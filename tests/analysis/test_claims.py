@@ -194,3 +194,13 @@ def test_rank_partial_removes_the_design_and_keeps_within_cell_signal() -> None:
     assert stats.spearmanr(design_only, y).statistic > 0.9 and abs(est.value) < 0.5 and est.p > 0.05
     est, _ = rank_partial(within + cells, y, cells, [], n_boot=100, rng=rng)
     assert est.value > 0.8 and est.p < 0.01 and est.ci[0] > 0.5 and dof == 24 - 4 - 1
+
+
+def test_analyze_cli_refuses_a_bad_claims_file_with_one_message(tmp_path: Path, capsys) -> None:
+    from robustdiag.analyze import main
+
+    bad = tmp_path / "mine.yaml"
+    bad.write_text("paper: p\nclaims:\n  - {id: A, statement: s, direction: up, unit: run, test: {}}\n")
+    assert main([str(tmp_path), "--claims", str(bad), "--no-wandb"]) == 2
+    err = capsys.readouterr().err
+    assert "mine.yaml" in err and "claim A" in err and "Traceback" not in err

@@ -70,6 +70,63 @@ def cells_of(runs: pd.DataFrame) -> np.ndarray:
     return (models + "|" + pd.Series(groups, index=runs.index)).to_numpy()
 
 
+PARTIAL_SCOPE = "partial | cell, clean acc"
+PARTIAL_PERMUTATIONS = 1000  # exploratory: fewer permutations than the claims' tests
+PARTIAL_BOOT = 200
+
+
+def partial_rows(
+    runs: pd.DataFrame,
+    diagnostics: Sequence[str],
+    targets: Sequence[Target],
+    cells: np.ndarray,
+    *,
+    n_boot: int,
+    seed: int,
+) -> pd.DataFrame:
+    """Rank partial Spearman of each diagnostic with each adversarial / mean-corruption target given the
+    architecture × regime cell and clean accuracy (p: diagnostic permuted within cells). Only where at
+    least two cells have two or more seeds; the other coefficients stay empty (NaN)."""
+    from robustdiag.analysis.inference import rank_partial, strata_codes
+
+    codes = strata_codes(cells)
+    if int((np.bincount(codes) >= 2).sum()) < 2:
+        return pd.DataFrame(columns=CORRELATION_COLUMNS)
+    clean = clean_accuracy(runs).to_numpy(float)
+    rows = []
+    for diagnostic in diagnostics:
+        x = runs[diagnostic].to_numpy(dtype=float)
+        for target in targets:
+            if target.kind not in ("adversarial", "mean_corruption"):
+                continue
+            y = runs[target.column].to_numpy(dtype=float)
+            rng = pair_rng(seed, diagnostic, target.column, PARTIAL_SCOPE)
+            est, dof = rank_partial(
+                x,
+                y,
+                codes,
+                [clean],
+                n_boot=min(n_boot, PARTIAL_BOOT),
+                rng=rng,
+                n_permutations=PARTIAL_PERMUTATIONS,
+            )
+            rows.append(
+                {
+                    "diagnostic": diagnostic,
+                    "target": target.column,
+                    "target_kind": target.kind,
+                    "scope": PARTIAL_SCOPE,
+                    "n": est.n,
+                    "spearman": est.value,
+                    "spearman_ci_low": est.ci[0],
+                    "spearman_ci_high": est.ci[1],
+                    "spearman_p": est.p,
+                    "note": f"{dof} residual dof" if dof >= 1 else "too few runs beyond the design",
+                }
+            )
+    return pd.DataFrame(rows, columns=CORRELATION_COLUMNS)
+
+
 def correlation_table(
     runs: pd.DataFrame, diagnostics: Sequence[str], targets: Sequence[Target], *, n_boot: int, seed: int
 ) -> pd.DataFrame:
@@ -79,7 +136,7 @@ def correlation_table(
     Spearman p-values over the whole table say how much survives the number of comparisons. These are
     exploratory: the claims table is where verdicts are made.
     """
-    rows = []
+    rows: list[dict[str, object]] = []
     cells = cells_of(runs)
     for scope, mask in scopes(runs):
         for diagnostic in diagnostics:
@@ -97,7 +154,8 @@ def correlation_table(
                         **result.as_row(),
                     }
                 )
-    table = pd.DataFrame(rows, columns=CORRELATION_COLUMNS)
+    partial = partial_rows(runs, diagnostics, targets, cells, n_boot=n_boot, seed=seed)
+    table = pd.concat([pd.DataFrame(rows, columns=CORRELATION_COLUMNS), partial], ignore_index=True)
     if not table.empty:
         from robustdiag.analysis.inference import holm
 

@@ -145,10 +145,11 @@ def rank_partial(
     n_boot: int,
     rng: np.random.Generator,
     alternative: str = "two-sided",
+    n_permutations: int = N_PERMUTATIONS,
 ) -> tuple[Estimate, int]:
     """Rank partial correlation of x and y given the cells and covariates; returns (estimate, residual dof).
 
-    p: x permuted within cells (``N_PERMUTATIONS`` draws). CI: runs resampled within cells (resamples
+    p: x permuted within cells (``n_permutations`` draws). CI: runs resampled within cells (resamples
     that lose a cell's variation are skipped by ``percentile_ci``'s NaN rule).
     """
     x, y = np.asarray(x, float), np.asarray(y, float)
@@ -165,8 +166,8 @@ def rank_partial(
     if not np.isfinite(observed):
         return Estimate(float("nan"), (float("nan"), float("nan")), float("nan"), int(x.size)), dof
     groups = [np.flatnonzero(cells == c) for c in np.unique(cells)]
-    null = np.empty(N_PERMUTATIONS)
-    for i in range(N_PERMUTATIONS):
+    null = np.empty(n_permutations)
+    for i in range(n_permutations):
         xp = x.copy()
         for members in groups:
             xp[members] = x[rng.permutation(members)]

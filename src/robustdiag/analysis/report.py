@@ -80,7 +80,11 @@ def correlation_markdown(result: AnalysisResult) -> str:
                 "p (Holm over the table)": within["spearman_p_holm"],
             }
         )
-        text += "\n\nWithin each regime (the design held fixed):\n\n" + markdown_table(rows)
+        text += (
+            "\n\nWithin each regime, and rank partial correlations given the architecture × regime cell and "
+            "clean accuracy (p: diagnostic permuted within cells), i.e. with the design held fixed:\n\n"
+            + markdown_table(rows)
+        )
     return text
 
 

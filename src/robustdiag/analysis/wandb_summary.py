@@ -68,6 +68,8 @@ def summary_values(result: AnalysisResult) -> dict[str, float | int | str]:
     for _, row in result.separability.iterrows() if not result.separability.empty else []:
         if np.isfinite(row["auroc"]):
             summary[f"separability/{panel_key(row['diagnostic'])}/auroc"] = float(row["auroc"])
+    for _, row in result.claims.iterrows() if not result.claims.empty else []:
+        summary[f"claims/{row['paper']}/{row['claim']}/{row['data']}"] = str(row["verdict"])
     return summary
 
 
@@ -88,6 +90,7 @@ def _scatter_plots(wandb: object, result: AnalysisResult) -> dict[str, object]:
 
 def _tables(wandb: object, result: AnalysisResult) -> dict[str, object]:
     frames = {
+        "tables/claims": result.claims,
         "tables/correlations": result.correlations,
         "tables/separability": result.separability,
         "tables/per_sample_auroc": result.per_sample_auroc,
