@@ -124,3 +124,59 @@ def test_unknown_group_option_lists_valid_ones() -> None:
 
     with pytest.raises(MissingConfigException, match="digits"):
         compose_with("data=mnist_typo")
+
+
+@pytest.mark.parametrize("launcher", ["slurm", "slurm_gpu", "slurm_local", "parallel"])
+def test_launcher_presets_survive_the_plugins_second_resolution(launcher: str) -> None:
+    """The submitit plugin resolves hydra.launcher, then resolves the result again: an escaped
+    ${VAR} in a preset becomes an interpolation the second time (UnsupportedInterpolationType)."""
+    cfg = compose_with(f"hydra/launcher={launcher}")
+    once = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    OmegaConf.to_container(OmegaConf.create(once), resolve=True)  # must not raise
+
+
+def test_thread_policy_divides_the_allocation(monkeypatch: pytest.MonkeyPatch) -> None:
+    from robustdiag.run import set_threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("SLURM_CPUS_PER_TASK", "8")
+        assert set_threads(None, 2) == 4 == torch.get_num_threads()
+        assert set_threads(3, 2) == 3
+        with pytest.raises(ValueError, match="positive integer or null"):
+            set_threads(0, 1)
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("shift=gaussian_noise shift.severities=[3,3]", "repeat [3]"),
+        ("attack=pgd_linf attack.pgd_linf.eps=1", "out of range for an L∞ attack"),
+        ("train.stop_train_acc=15", "fraction in (0, 1]"),
+        ("train=memorise train.optimizer.lr=nan", "train.optimizer.lr=nan must be a finite number"),
+    ],
+)
+def test_nonsense_values_are_refused_with_the_key(override: str, message: str) -> None:
+    cfg = compose_with(*override.split())
+    with pytest.raises(Exception) as error:
+        for group in ("shift", "attack"):
+            for node in selected(cfg.get(group)).values():
+                instantiate(node)
+        instantiate(cfg.train)
+    assert message in str(error.value) or message in str(error.value.__cause__)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("eval.batch_size=0", "eval.batch_size=0 must be a positive integer"),
+        ("seed=1.5", "seed=1.5 must be an integer"),
+    ],
+)
+def test_bad_eval_settings_and_seeds_are_refused_before_training(override: str, message: str) -> None:
+    from robustdiag.run import check_eval_settings
+
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        check_eval_settings(compose_with(override))

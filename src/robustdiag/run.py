@@ -122,8 +122,19 @@ def already_complete(out_dir: Path, identity: str) -> bool:
     )
 
 
+def check_eval_settings(cfg: DictConfig) -> None:
+    """Refuse evaluation settings that cannot work, before anything is trained."""
+    for key in ("n_samples", "batch_size"):
+        value = cfg.eval.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"eval.{key}={value!r} must be a positive integer (e.g. eval.{key}=256)")
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
+        raise ValueError(f"seed={cfg.seed!r} must be an integer (e.g. seed=0, or seed=0,1,2 in a multirun)")
+
+
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Run one grid point, writing its record into ``out_dir``. Returns the flat record."""
+    check_eval_settings(cfg)
     identity = config_hash(cfg, tuple(k for k in cfg if k not in NOT_IDENTITY))
     if cfg.skip_complete and already_complete(out_dir, identity):
         log.info("%s already holds a complete record of this configuration: skipping", out_dir)
@@ -174,16 +185,26 @@ def launcher_jobs() -> int:
     n_jobs = OmegaConf.select(HydraConfig.get(), "launcher.n_jobs", default=None)
     if n_jobs is None:
         return 1
-    cores = os.cpu_count() or 1
-    return cores if int(n_jobs) < 0 else max(1, int(n_jobs))
+    return available_cores() if int(n_jobs) < 0 else max(1, int(n_jobs))
+
+
+def available_cores() -> int:
+    """CPU cores this process may use: the Slurm allocation, else the affinity mask, else the machine."""
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if slurm.isdigit() and int(slurm) > 0:
+        return int(slurm)
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def set_threads(threads: int | None, jobs: int) -> int:
-    """Set torch's CPU threads: ``threads`` if given, else cores // jobs, so parallel grid points never
-    oversubscribe the CPU (all jobs at full width run ~10x slower under load). Returns the number set."""
-    if threads is not None and (isinstance(threads, bool) or int(threads) < 1):
+    """Set torch's CPU threads: ``threads`` if given, else available cores // jobs, so parallel grid
+    points never oversubscribe the CPU (all jobs at full width run ~10x slower under load)."""
+    if threads is not None and (isinstance(threads, bool) or not str(threads).isdigit() or int(threads) < 1):
         raise ValueError(f"threads={threads!r} must be a positive integer or null (automatic)")
-    n = int(threads) if threads is not None else max(1, (os.cpu_count() or 1) // max(1, jobs))
+    n = int(threads) if threads is not None else max(1, available_cores() // max(1, jobs))
     torch.set_num_threads(n)
     return n
 

@@ -315,3 +315,25 @@ def test_layers_never_called_are_left_out_with_a_warning() -> None:
     with pytest.warns(UserWarning, match=r"\['unused'\] are never called"):
         result = PathSeparation(permutations=2)(make_ctx(model, x, y, 2))
     assert [row["layer"] for row in result.per_layer] == ["body.1"]
+
+
+@pytest.mark.parametrize("metric", [PathSeparation, ActivationSeparation])
+def test_a_train_mode_model_is_measured_in_eval_mode_and_left_unchanged(metric: type) -> None:
+    """Before: the metric warned, then ran in train mode: BatchNorm statistics moved and the result
+    depended on the batch. Now it switches to eval mode, restores the mode and changes nothing."""
+    model = small_cnn()
+    randomise_bn(model)
+    torch.manual_seed(1)
+    x, y = torch.rand(48, 3, 8, 8, dtype=torch.float64), torch.arange(3).repeat(16)
+    expected = metric(permutations=2)(make_ctx(model, x, y, 3))
+    model.train()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    ctx = make_ctx(model, x, y, 3)
+    model.train()  # make_ctx puts it in eval mode
+    ctx.model = model
+    with pytest.warns(UserWarning, match="train mode"):
+        result = metric(permutations=2)(ctx)
+    assert model.training and all(m.training for m in model.modules())
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    assert_same_result(result, expected)

@@ -15,8 +15,9 @@ from robustdiag.attacks.checks import (
     randomness_message,
     robust_above_clean_message,
 )
-from robustdiag.attacks.gradients import eval_mode, frozen_parameters, loss_and_input_gradient
+from robustdiag.attacks.gradients import frozen_parameters, loss_and_input_gradient
 from robustdiag.attacks.result import AttackResult
+from robustdiag.models.mode import evaluating
 from robustdiag.progress import progress
 from robustdiag.types import Attack
 
@@ -92,7 +93,7 @@ def evaluate_attack(
     robust, clean_correct, adv_correct, kept = [], [], [], []
     max_perturbation, attack_time = 0.0, 0.0
 
-    with eval_mode(model) as was_training:
+    with evaluating(model) as was_training:
         if was_training:
             messages.append(_train_mode_message(name))
         starts = range(0, x.shape[0], batch_size)

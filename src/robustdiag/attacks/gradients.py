@@ -33,22 +33,6 @@ def frozen_parameters(model: nn.Module) -> Iterator[None]:
             p.requires_grad_(True)
 
 
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[bool]:
-    """Put ``model`` in eval mode; restore every submodule's own mode on exit.
-
-    Yields True when the model was in train mode on entry (callers decide whether to warn).
-    """
-    modes = {module: module.training for module in model.modules()}
-    was_training = any(modes.values())
-    model.eval()
-    try:
-        yield was_training
-    finally:
-        for module, training in modes.items():
-            module.training = training
-
-
 def warn_if_training(model: nn.Module, attack_name: str) -> None:
     """Warn that attacking a train-mode model updates BatchNorm statistics and keeps dropout on."""
     if model.training:

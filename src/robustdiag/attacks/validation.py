@@ -18,9 +18,10 @@ def check_eps(eps: float, norm: str, *, key: str = "eps") -> float:
     value = float(eps)
     if value < 0:
         raise ValueError(f"{key}={value} must be >= 0 (the attack radius in [0, 1] pixel units)")
-    if norm == "linf" and value > 1:
+    if norm == "linf" and value >= 1:
         raise ValueError(
-            f"{key}={value:g} is out of range for an L∞ attack: {key} is in [0, 1] pixel units "
+            f"{key}={value:g} is out of range for an L∞ attack: {key} is in [0, 1] pixel units, and {value:g} "
+            "lets the attack set every pixel to anything "
             f"(8/255 ≈ 0.0314 is the usual CIFAR setting). Did you mean {key}={value:g}/255 "
             f"≈ {value / 255:.4f}?"
         )

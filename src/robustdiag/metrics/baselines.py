@@ -31,8 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from robustdiag.attacks.gradients import eval_mode, frozen_parameters
+from robustdiag.attacks.gradients import frozen_parameters
 from robustdiag.metrics.fisher import class_gradients
+from robustdiag.models.mode import evaluating
 from robustdiag.train import predict_logits
 from robustdiag.types import EvalContext, MetricResult, MetricRoles
 
@@ -133,7 +134,7 @@ class Baselines:
         n = min(self.n_samples, N)
         x = ctx.data.x[:n]
         generator = torch.Generator(device=x.device).manual_seed(ctx.seed if self.seed is None else self.seed)
-        with eval_mode(ctx.model), frozen_parameters(ctx.model):
+        with evaluating(ctx.model, "metric.baselines"), frozen_parameters(ctx.model):
             tic = time.perf_counter()
             lips = torch.cat([lips_score(ctx.model, xb) for xb in x.split(batch)])
             lips_seconds = time.perf_counter() - tic

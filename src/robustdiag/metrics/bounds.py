@@ -72,12 +72,12 @@ from robustdiag.metrics.fisher import (
     INPUT_SPACES,
     choose_estimator,
     class_gradients,
-    eval_mode,
     lambda_max_exact,
     lanczos,
     resolve_input_space,
 )
 from robustdiag.models.cifar import PreActBlock, PreActResNet
+from robustdiag.models.mode import evaluating
 from robustdiag.progress import progress
 from robustdiag.types import EvalContext, MetricResult, MetricRoles
 
@@ -829,7 +829,7 @@ def spectral_bound(
     settings = settings or PowerSettings()
     chain = network_ops(model, input_space)
     fn, inputs = resolve_input_space(model, x, input_space)
-    with eval_mode(model, "metric.spectral_bound"), torch.no_grad():
+    with evaluating(model, "metric.spectral_bound"), torch.no_grad():
         for chunk in progress(inputs.split(batch_size), desc="spectral_bound", unit="batch"):
             out = chain.run(chunk, settings)
             if check_forward:
@@ -850,7 +850,7 @@ def _check_forward(out: Tensor, logits: Tensor) -> None:
 
 def empirical_lambda(model: nn.Module, x: Tensor, *, input_space: str, batch_size: int, seed: int) -> Tensor:
     """λ(x) per sample (B,): exact for ≤ 100 classes (K×D gradient matrix per sample ≤ 4 GiB), else lanczos."""
-    with eval_mode(model, "metric.spectral_bound"):
+    with evaluating(model, "metric.spectral_bound"):
         fn, inputs = resolve_input_space(model, x, input_space)
         generator = torch.Generator(device=inputs.device).manual_seed(seed)
         out = []

@@ -41,8 +41,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -51,6 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from robustdiag.models.mode import evaluating
 from robustdiag.progress import progress
 from robustdiag.types import EvalContext, MetricResult, MetricRoles
 
@@ -67,30 +67,6 @@ _NEEDS_G = ("exact", "power", "srp_maxrq", "trace")  # estimators that materiali
 
 # ----------------------------------------------------------------------------------------------------------
 # model plumbing
-
-
-@contextmanager
-def eval_mode(model: nn.Module, who: str) -> Iterator[None]:
-    """Run ``model`` in eval mode; warn and restore every submodule's mode if it was training.
-
-    In train mode BatchNorm normalises with batch statistics, so one sample's λ would depend on the other
-    samples of its batch (and dropout would randomise it).
-    """
-    modes = {m: m.training for m in model.modules()}
-    if not any(modes.values()):
-        yield
-        return
-    warnings.warn(
-        f"{who}: the model is in train mode (BatchNorm would mix samples across the batch); "
-        "switching it to eval() for this metric and restoring its mode afterwards.",
-        stacklevel=3,
-    )
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in modes.items():
-            module.train(training)
 
 
 def resolve_input_space(model: nn.Module, x: Tensor, input_space: str) -> tuple[Logits, Tensor]:
@@ -407,38 +383,39 @@ def blackbox(
 ) -> BlackBoxResult:
     """Black-box λ estimates from forward queries (central differences of log-softmax, no gradients).
 
-    D_k(v) = [log p_k(x + hv) − log p_k(x − hv)] / 2h ≈ g_k·v for m random unit v; vᵀFv ≈ Σ_k p_k D_k(v)².
-    Rayleigh–Ritz: with Γ = VVᵀ, the restriction of F to span(V) has the non-zero spectrum of
-    diag(√p) Dᵀ Γ⁺ D diag(√p) (K×K). Perturbed inputs are not clipped to [0, 1] (as in the released code).
+    The k = min(m, D) query directions are an orthonormal frame (QR of Gaussian directions: each one
+    uniform on the sphere, like the released code's unit directions). D_k(q) = [log p_k(x + hq) −
+    log p_k(x − hq)] / 2h ≈ g_k·q, so W = D diag(√p) is F's square root seen through the frame and
+    Wᵀ W (K×K) has the spectrum of F restricted to span(Q): its largest eigenvalue is a Rayleigh–Ritz
+    value, ≤ λ_max up to the O(h²) finite-difference error, and = λ_max once k = D. (Non-orthonormal
+    directions would need the pseudo-inverse of VVᵀ, whose condition number reached ~1e7 and let the
+    estimate exceed λ_max by up to 35%.) Perturbed inputs are not clipped to [0, 1] (as in the code).
     """
     B, D = x.shape[0], x[0].numel()
-    m = n_directions
+    k = min(n_directions, D)
     with torch.no_grad():
         log_p = F.log_softmax(model(x), dim=-1)  # (B, K)
         p = log_p.exp()
-        V = torch.randn(B, m, D, generator=generator, dtype=x.dtype, device=generator.device).to(x.device)
-        V = V / V.norm(dim=-1, keepdim=True)  # (B, m, D) unit directions
-        shifted = torch.cat([x.reshape(B, 1, D) + step * V, x.reshape(B, 1, D) - step * V], 1)  # (B, 2m, D)
-        shifted = shifted.reshape(B * 2 * m, *x.shape[1:])
+        V = torch.randn(B, D, k, generator=generator, dtype=x.dtype, device=generator.device).to(x.device)
+        Q = torch.linalg.qr(V).Q.transpose(1, 2)  # (B, k, D) orthonormal directions
+        shifted = torch.cat([x.reshape(B, 1, D) + step * Q, x.reshape(B, 1, D) - step * Q], 1)  # (B, 2k, D)
+        shifted = shifted.reshape(B * 2 * k, *x.shape[1:])
         out = torch.cat([F.log_softmax(model(c), -1) for c in shifted.split(query_batch)])
-        out = out.reshape(B, 2, m, -1)
-        Dfd = (out[:, 0] - out[:, 1]) / (2 * step)  # (B, m, K) ≈ V Gᵀ
+        out = out.reshape(B, 2, k, -1)
+        Dfd = (out[:, 0] - out[:, 1]) / (2 * step)  # (B, k, K) ≈ Q Gᵀ
         bad = ~torch.isfinite(log_p).all(-1) | ~torch.isfinite(Dfd).flatten(1).all(-1)  # (B,)
         Dfd = torch.where(bad.view(B, 1, 1), torch.zeros_like(Dfd), Dfd)
         p = torch.where(bad.view(B, 1), torch.zeros_like(p), p)
-        quad = (p.unsqueeze(1) * Dfd.square()).sum(-1)  # (B, m)
-        W = Dfd * p.sqrt().unsqueeze(1)  # (B, m, K)
-        gamma_pinv = torch.linalg.pinv(V @ V.transpose(1, 2), hermitian=True)  # (B, m, m)
-        M_sub = W.transpose(1, 2) @ gamma_pinv @ W  # (B, K, K)
-        M_sub = 0.5 * (M_sub + M_sub.transpose(1, 2))
-        rr = torch.linalg.eigvalsh(M_sub)[..., -1].clamp_min(0.0)
+        quad = (p.unsqueeze(1) * Dfd.square()).sum(-1)  # (B, k) qᵀFq
+        W = Dfd * p.sqrt().unsqueeze(1)  # (B, k, K)
+        rr = torch.linalg.eigvalsh(W.transpose(1, 2) @ W)[..., -1].clamp_min(0.0)  # (B,)
     nan = torch.full_like(rr, float("nan"))
     return BlackBoxResult(
         rayleigh_ritz=torch.where(bad, nan, rr),
         max_quadratic=torch.where(bad, nan, quad.amax(-1)),
         trace=torch.where(bad, nan, D * quad.mean(-1)),
         log_p=log_p,
-        queries=1 + 2 * m,
+        queries=1 + 2 * k,
     )
 
 
@@ -587,7 +564,7 @@ class FisherMetric:
         """Estimate λ on the first n samples of ``ctx.data`` and summarise it."""
         n = min(self.n_samples, len(ctx.data))
         seed = ctx.seed if self.seed is None else self.seed
-        with eval_mode(ctx.model, "metric.fisher"):
+        with evaluating(ctx.model, "metric.fisher"):
             fn, x = resolve_input_space(ctx.model, ctx.data.x[:n], self.input_space)
             estimator, chunk, batch = self._plan(x, ctx)
             generator = torch.Generator(device=x.device).manual_seed(seed)
@@ -692,7 +669,9 @@ class FisherMetric:
                 self.lanczos_max_iter if estimator == "lanczos" else self.power_max_iter
             )
         if estimator == "blackbox":
-            stats["queries"] = float(1 + 2 * self.blackbox_directions)
+            stats["queries"] = (
+                float(est.extra["queries"][0]) if est.extra["queries"].numel() else float("nan")
+            )
             stats["bb_max_mean"] = _nanmean(extra["bb_max"])
             stats["bb_trace_mean"] = _nanmean(est.trace[ok])
         if estimator == "trace":
@@ -765,7 +744,10 @@ class FisherMetric:
             step=self.blackbox_step,
             query_batch=batch,
         )
-        return FisherEstimate(res.rayleigh_ritz, res.trace, res.log_p, {"bb_max": res.max_quadratic})
+        queries = torch.full_like(res.rayleigh_ritz, float(res.queries))
+        return FisherEstimate(
+            res.rayleigh_ritz, res.trace, res.log_p, {"bb_max": res.max_quadratic, "queries": queries}
+        )
 
     @staticmethod
     def _gradients(fn: Logits, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -31,7 +31,6 @@ import torch.nn.functional as F
 from scipy import stats
 from torch import Tensor, nn
 
-from robustdiag.attacks.gradients import eval_mode
 from robustdiag.metrics.fisher import (
     blackbox,
     class_gradients,
@@ -42,6 +41,7 @@ from robustdiag.metrics.fisher import (
     srp_maxrq,
     trace_exact,
 )
+from robustdiag.models.mode import evaluating
 from robustdiag.types import EvalContext, MetricResult, MetricRoles
 
 FIDELITY_ESTIMATORS = ("power", "srp_maxrq", "lanczos", "blackbox", "trace")
@@ -155,7 +155,7 @@ class FisherChecks:
         seed = ctx.seed if self.seed is None else self.seed
         generator = torch.Generator(device=x.device).manual_seed(seed)
         scalars: dict[str, float] = {"n": float(n)}
-        with eval_mode(ctx.model):
+        with evaluating(ctx.model, "metric.fisher_checks"):
             model = ctx.model
             errors = identity_errors(model, x[: self.identity_samples], self.dense_max_dim)
             scalars["identity_rel_err_max"] = float(errors.max())

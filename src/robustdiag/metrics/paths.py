@@ -44,6 +44,7 @@ from robustdiag.metrics.path_stats import (
     null_summary,
     pair_separation,
 )
+from robustdiag.models.mode import evaluating
 from robustdiag.progress import progress
 from robustdiag.types import EvalContext, MetricResult, MetricRoles
 
@@ -380,16 +381,12 @@ def run_pass(
         )
         for layer in layers
     ]
-    if ctx.model.training:
-        warnings.warn(
-            f"{names}: the model is in training mode; call model.eval() (dropout, BN).", stacklevel=3
-        )
     probe = LayerProbe(list(layers), dtype)
     class_counts = torch.zeros(labellings * num_classes, dtype=COUNTER_DTYPE, device=selection.x.device)
     total = selection.order.numel()
     boundary = selection.fit_end if nb_families else total  # NB needs the fit half done before testing
     batches = _batch_ranges(total, boundary, batch_size)
-    with torch.no_grad(), probe.attached():
+    with torch.no_grad(), probe.attached(), evaluating(ctx.model, names):
         for start, end in progress(batches, desc=names, unit="batch"):
             if nb_families and start == selection.fit_end:
                 for state in states:

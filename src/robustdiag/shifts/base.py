@@ -69,6 +69,12 @@ def check_severities(
     values = tuple(check_severity(name, s, valid) for s in severities)
     if not values:
         raise ValueError(f"{name}: severities must not be empty; valid values are {list(valid)}")
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise ValueError(
+            f"{name}: severities {list(values)} repeat {repeated}; each severity is measured once "
+            f"(a repeat would be averaged twice into the mean corruption accuracy). Use e.g. {sorted(set(values))}"
+        )
     return values
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -47,6 +48,13 @@ class Regime:
             raise ValueError(f"train.batch_size must be >= 1, got {self.batch_size}")
         if not 0.0 <= self.q <= 1.0:
             raise ValueError(f"train.q must be in [0, 1], got {self.q}")
+        if self.stop_train_acc is not None and not 0.0 < self.stop_train_acc <= 1.0:
+            raise ValueError(
+                f"train.stop_train_acc={self.stop_train_acc} must be a fraction in (0, 1] (0.99, not 99) or null"
+            )
+        lr = getattr(self.optimizer, "keywords", {}).get("lr")  # a functools.partial from `_partial_: true`
+        if lr is not None and not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
+            raise ValueError(f"train.optimizer.lr={lr!r} must be a finite number > 0")
 
     @property
     def labels(self) -> str:
