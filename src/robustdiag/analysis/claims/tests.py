@@ -50,6 +50,7 @@ TESTS = (
     "AcrossModelAgreement",
 )
 NAN = float("nan")
+MIN_RESIDUAL_DOF = 4  # a partial correlation needs this many residual degrees of freedom after the design
 
 
 class NotTestable(Exception):  # noqa: N818 - a verdict, not an error
@@ -573,8 +574,8 @@ class WithinDesignAssociation:
             covariates.append(_column(data, key).to_numpy())
         est, dof = rank_partial(x, y, cells, covariates, n_boot=n_boot, rng=rng, alternative=rule.direction)
         _need(
-            dof >= 2 and math.isfinite(est.value),
-            f"{est.n} runs leave {dof} residual degrees of freedom after the design; needs >= 2",
+            dof >= MIN_RESIDUAL_DOF and math.isfinite(est.value),
+            f"{est.n} runs leave {dof} residual degrees of freedom after the design; needs >= {MIN_RESIDUAL_DOF}",
         )
         ok = np.isfinite(x) & np.isfinite(y)
         pooled = float(stats.spearmanr(x[ok], y[ok]).statistic) if ok.sum() >= 3 else NAN
