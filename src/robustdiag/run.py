@@ -48,7 +48,7 @@ from robustdiag.train import (
     predict_logits,
 )
 from robustdiag.train.regime import labels_kind
-from robustdiag.types import EvalContext, EvalSet, Metric, MetricResult
+from robustdiag.types import EvalContext, EvalSet, Metric, MetricNotApplicable, MetricResult
 
 log = logging.getLogger("robustdiag")
 
@@ -132,6 +132,31 @@ def check_eval_settings(cfg: DictConfig) -> None:
         raise ValueError(f"seed={cfg.seed!r} must be an integer (e.g. seed=0, or seed=0,1,2 in a multirun)")
 
 
+RECORD_FILES = (METRICS_FILE, PER_SAMPLE_FILE, PER_LAYER_FILE, schema.TRAIN_LABELS_FILE)
+
+
+def set_aside_other_config(out_dir: Path, identity: str) -> Path | None:
+    """Move the record of *another* configuration out of the way instead of overwriting it.
+
+    Hydra numbers jobs by position, so inserting a value into a swept list gives job 3 the config that
+    job 4 had; a record (and its tables) in ``out_dir`` that belongs to another config hash is moved to
+    ``out_dir/replaced/<its hash>/`` with a warning. Returns where it went, or None.
+    """
+    previous = read_json(out_dir / METRICS_FILE)
+    if not previous or previous.get("config/hash") == identity:
+        return None
+    target = out_dir / schema.SET_ASIDE_DIR / str(previous.get("config/hash") or "unknown")
+    target.mkdir(parents=True, exist_ok=True)
+    for name in RECORD_FILES:
+        if (out_dir / name).exists():
+            os.replace(out_dir / name, target / name)
+    log.warning(
+        "%s held a %s record of another configuration (config/hash %s); moved it to %s rather than "
+        "overwrite it", out_dir, previous.get("status", "?"), previous.get("config/hash"), target,
+    )  # fmt: skip
+    return target
+
+
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Run one grid point, writing its record into ``out_dir``. Returns the flat record."""
     check_eval_settings(cfg)
@@ -139,6 +164,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     if cfg.skip_complete and already_complete(out_dir, identity):
         log.info("%s already holds a complete record of this configuration: skipping", out_dir)
         return read_json(out_dir / METRICS_FILE)
+    set_aside_other_config(out_dir, identity)
     device = resolve_device(cfg.device)
     threads = set_threads(cfg.get("threads"), launcher_jobs())
     record = RunRecord(out_dir)
@@ -437,9 +463,14 @@ def run_metrics(
     for name, metric in metrics.items():
         if condition != "clean" and not metric.under_shift:
             continue
-        with timed(values, f"metric/{name}" if condition == "clean" else f"metric/{name}/{condition}"):
-            result = metric(ctx)
-        prefix = f"metric/{name}" if condition == "clean" else f"metric/{name}/{condition}"
+        prefix = schema.metric_key(name, "", condition).rstrip("/")
+        try:
+            with timed(values, prefix):
+                result = metric(ctx)
+        except MetricNotApplicable as reason:
+            values[f"{prefix}/{schema.NOT_APPLICABLE_STAT}"] = str(reason)
+            log.warning("metric %s does not apply to this model (recorded, run continues): %s", name, reason)
+            continue
         values.update({f"{prefix}/{stat}": value for stat, value in result.scalars.items()})
         tables.add_metric(name, condition, result)
         scalars[name] = result.scalars

@@ -16,6 +16,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from robustdiag.records import METRICS_FILE, read_json
+from robustdiag.records.schema import is_set_aside
 
 log = logging.getLogger("robustdiag")
 
@@ -37,7 +38,8 @@ TABLE_COLUMNS = {
 def runs_table(sweep_dir: Path) -> pd.DataFrame:
     """One row per job directory under ``sweep_dir`` with the headline numbers of its record."""
     rows = []
-    for path in sorted(sweep_dir.rglob(METRICS_FILE), key=lambda p: _job_order(p.parent.name)):
+    paths = (p for p in sweep_dir.rglob(METRICS_FILE) if not is_set_aside(p))
+    for path in sorted(paths, key=lambda p: _job_order(p.parent.name)):
         record = read_json(path) or {"status": "unreadable"}
         row: dict[str, Any] = {"job": path.parent.relative_to(sweep_dir).as_posix()}
         for key, label in TABLE_COLUMNS.items():

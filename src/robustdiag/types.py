@@ -77,6 +77,14 @@ class MetricResult:
     per_layer: list[dict[str, object]] = field(default_factory=list)
 
 
+class MetricNotApplicable(ValueError):  # noqa: N818 - an outcome, recorded as such
+    """Raised by a metric that does not apply to this model (e.g. no spectral-bound rule for its blocks).
+
+    The run records ``metric/<name>/not_applicable`` with the message and completes; analyses use what
+    exists. Anything else a metric raises still fails the run.
+    """
+
+
 @dataclass(frozen=True)
 class MetricRoles:
     """Which of a metric's outputs are diagnostics and which are baselines (declared, never guessed).

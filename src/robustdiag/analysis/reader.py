@@ -25,6 +25,7 @@ from robustdiag.records.schema import (
     FAILED,
     IDENTITY_KEYS,
     RUNNING,
+    is_set_aside,
     missing_files,
 )
 from robustdiag.records.schema import METRICS_FILE as RECORD_FILE
@@ -128,7 +129,9 @@ def natural_key(path: Path) -> list[tuple[int, int | str]]:
 
 def find_records(root: Path, *, exclude: Path | None = None) -> list[Path]:
     """Every metrics.json under ``root`` (recursively), skipping the ``exclude`` tree."""
-    found = (p for p in root.rglob(RECORD_FILE) if p.is_file() and not _inside(p, exclude))
+    found = (
+        p for p in root.rglob(RECORD_FILE) if p.is_file() and not _inside(p, exclude) and not is_set_aside(p)
+    )
     return sorted(found, key=natural_key)
 
 

@@ -79,7 +79,7 @@ from robustdiag.metrics.fisher import (
 from robustdiag.models.cifar import PreActBlock, PreActResNet
 from robustdiag.models.mode import evaluating
 from robustdiag.progress import progress
-from robustdiag.types import EvalContext, MetricResult, MetricRoles
+from robustdiag.types import EvalContext, MetricNotApplicable, MetricResult, MetricRoles
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ LINEAR_MODULES: tuple[type[nn.Module], ...] = (
 )
 
 
-class UnsupportedArchitecture(ValueError):
+class UnsupportedArchitecture(MetricNotApplicable):
     """The walk met a module it has no Lipschitz rule for."""
 
 

@@ -26,6 +26,7 @@ METRICS_FILE = "metrics.json"
 PER_SAMPLE_FILE = "per_sample.csv"
 PER_LAYER_FILE = "per_layer.csv"
 TRAIN_LABELS_FILE = "train_labels.npy"
+SET_ASIDE_DIR = "replaced"  # <job dir>/replaced/<config hash>/: records of another configuration, kept
 
 COMPLETE, FAILED, RUNNING = "complete", "failed", "running"
 STATUSES = (COMPLETE, FAILED, RUNNING)
@@ -54,6 +55,7 @@ LEGACY_DIAGNOSTICS = (
 )
 LEGACY_PER_SAMPLE_DIAGNOSTICS = ("metric/fisher/lambda",)
 
+NOT_APPLICABLE_STAT = "not_applicable"  # metric/<name>/not_applicable: why a metric did not apply
 CLEAN = "clean"
 CLEAN_TEST_ACC = "clean/test_acc"
 CLEAN_TRAIN_ACC = "clean/train_acc"
@@ -110,6 +112,11 @@ def declared(record: Mapping[str, object], role_key: str) -> tuple[str, ...]:
     if role_key == PER_SAMPLE_DIAGNOSTICS_KEY:
         return LEGACY_PER_SAMPLE_DIAGNOSTICS
     return ()
+
+
+def is_set_aside(path: Path) -> bool:
+    """Whether ``path`` lies in a ``replaced/`` folder (a record kept aside, not part of the sweep)."""
+    return SET_ASIDE_DIR in Path(path).parts
 
 
 def missing_files(job_dir: Path, record: Mapping[str, object]) -> list[str]:

@@ -1,0 +1,95 @@
+"""The run's metric loop: a metric that does not apply is recorded as such and the run goes on."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from robustdiag.metrics.bounds import SpectralBound, UnsupportedArchitecture
+from robustdiag.records import schema
+from robustdiag.run import Tables, run_metrics
+from robustdiag.types import EvalContext, EvalSet, MetricNotApplicable, MetricResult, MetricRoles
+
+
+class Constant:
+    name, under_shift, roles = "constant", False, MetricRoles(diagnostics=("value",))
+
+    def __call__(self, ctx: EvalContext) -> MetricResult:
+        return MetricResult(scalars={"value": 1.0})
+
+
+class Gated(nn.Module):  # a block no bound rule covers
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(12, 3), nn.Linear(12, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.flatten(1)
+        return self.a(flat) * torch.sigmoid(self.b(flat))
+
+
+def test_an_inapplicable_metric_is_recorded_and_the_others_still_run() -> None:
+    assert issubclass(UnsupportedArchitecture, MetricNotApplicable)
+    x = torch.rand(6, 3, 2, 2)
+    ctx = EvalContext(
+        model=Gated().eval(),
+        data=EvalSet(x=x, y=torch.arange(6) % 3, index=torch.arange(6)),
+        num_classes=3,
+        batch_size=4,
+        seed=0,
+    )
+    values: dict[str, object] = {}
+    scalars = run_metrics(
+        {"spectral_bound": SpectralBound(n_samples=4), "constant": Constant()}, ctx, "clean", values, Tables()
+    )
+    reason = values[f"metric/spectral_bound/{schema.NOT_APPLICABLE_STAT}"]
+    assert isinstance(reason, str) and "no Lipschitz rule" in reason
+    assert (
+        values["metric/constant/value"] == 1.0 and "constant" in scalars and "spectral_bound" not in scalars
+    )
+
+
+def test_other_metric_errors_still_fail_the_run() -> None:
+    class Broken(Constant):
+        def __call__(self, ctx: EvalContext) -> MetricResult:
+            raise RuntimeError("a bug")
+
+    ctx = EvalContext(
+        model=nn.Identity(),
+        data=EvalSet(x=torch.rand(2, 1, 1, 1), y=torch.zeros(2, dtype=torch.long), index=torch.arange(2)),
+        num_classes=2,
+        batch_size=2,
+        seed=0,
+    )
+    with pytest.raises(RuntimeError, match="a bug"):
+        run_metrics({"broken": Broken()}, ctx, "clean", {}, Tables())
+
+
+def test_a_record_of_another_configuration_is_set_aside_not_overwritten(tmp_path) -> None:
+    import json
+
+    from robustdiag.run import set_aside_other_config
+
+    (tmp_path / "metrics.json").write_text(json.dumps({"status": "complete", "config/hash": "old"}))
+    (tmp_path / "per_sample.csv").write_text("index\n0\n")
+    assert set_aside_other_config(tmp_path, "old") is None  # same configuration: resume / skip, untouched
+    moved = set_aside_other_config(tmp_path, "new")
+    assert moved == tmp_path / "replaced" / "old"
+    assert json.loads((moved / "metrics.json").read_text())["config/hash"] == "old"
+    assert (moved / "per_sample.csv").exists() and not (tmp_path / "per_sample.csv").exists()
+    assert set_aside_other_config(tmp_path, "new") is None  # nothing left to move
+
+
+def test_set_aside_records_are_not_read_as_part_of_the_sweep(tmp_path) -> None:
+    import json
+
+    from robustdiag.analysis.reader import find_records
+    from robustdiag.sweep import runs_table
+
+    job = tmp_path / "0"
+    (job / "replaced" / "old").mkdir(parents=True)
+    (job / "replaced" / "old" / "metrics.json").write_text(json.dumps({"status": "complete"}))
+    (job / "metrics.json").write_text(json.dumps({"status": "complete", "model": "m"}))
+    assert find_records(tmp_path) == [job / "metrics.json"]
+    assert list(runs_table(tmp_path)["job"]) == ["0"]
