@@ -143,9 +143,16 @@ def test_failed_grid_point_does_not_stop_the_sweep(tmp_path: Path) -> None:
         "train.epochs=2", "train.schedule.warmup=0", "eval.n_samples=50", "train.optimizer.lr=0.05,1e30",
         f"hydra.sweep.dir={tmp_path / 'sweep'}",
     )  # fmt: skip
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == 1, out.stderr[-3000:]  # the sweep goes on, then says it failed
+    assert "1 of 2 grid points failed" in out.stderr and "launch.allow_failures=true" in out.stderr
     statuses = sorted(r["status"] for r in records(tmp_path / "sweep"))
     assert statuses == ["complete", "failed"]
+    again = robustdiag(
+        tmp_path, "-m", "data=synthetic", "data.n_train=200", "data.n_test=100", "data.image_size=8",
+        "train.epochs=2", "train.schedule.warmup=0", "eval.n_samples=50", "train.optimizer.lr=0.05,1e30",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}", "launch.allow_failures=true",
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
 
 
 def test_hub_dataset_without_network_says_how_to_use_a_local_copy(tmp_path: Path) -> None:

@@ -93,3 +93,46 @@ def test_set_aside_records_are_not_read_as_part_of_the_sweep(tmp_path) -> None:
     (job / "metrics.json").write_text(json.dumps({"status": "complete", "model": "m"}))
     assert find_records(tmp_path) == [job / "metrics.json"]
     assert list(runs_table(tmp_path)["job"]) == ["0"]
+
+
+def test_caches_follow_the_datas_content(tmp_path) -> None:
+    """Before: the data cache was keyed by the top folder's mtime and the checkpoint cache by the config
+    alone, so new files at the same data.path reused arrays and models of the old data, silently."""
+    import os
+
+    from robustdiag.data.bundle import DataBundle, ImageData
+    from robustdiag.data.cache import path_fingerprint
+    from robustdiag.run import training_key
+
+    nested = tmp_path / "train" / "cat"
+    nested.mkdir(parents=True)
+    image = nested / "0.png"
+    image.write_bytes(b"old")
+    top_mtime = tmp_path.stat().st_mtime_ns
+    before = path_fingerprint(tmp_path)
+    image.write_bytes(b"new pixels")  # same name, new content: the top folder's mtime does not move
+    os.utime(tmp_path, ns=(top_mtime, top_mtime))
+    assert path_fingerprint(tmp_path) != before and path_fingerprint(tmp_path / "missing") is None
+
+    def bundle(value: int) -> DataBundle:
+        images = torch.full((4, 1, 2, 2), value, dtype=torch.uint8)
+        split = ImageData(images, torch.tensor([0, 1, 0, 1]))
+        return DataBundle("d", split, split, ["a", "b"], (0.5,), (0.25,))
+
+    assert bundle(1).train_fingerprint() == bundle(1).train_fingerprint() != bundle(2).train_fingerprint()
+    config_key = "same-config"
+    assert training_key(config_key, bundle(1).train_fingerprint()) != training_key(
+        config_key, bundle(2).train_fingerprint()
+    )
+
+
+def test_optimized_metric_is_returned_or_refused_with_close_keys() -> None:
+    from robustdiag.cli import optimized_value
+
+    record = {"attack/pgd_linf/acc": 0.4, "clean/test_acc": 0.9, "status": "complete"}
+    assert optimized_value(record, None) is None
+    assert optimized_value(record, "attack/pgd_linf/acc") == 0.4
+    with pytest.raises(ValueError, match="Close keys: attack/pgd_linf/acc"):
+        optimized_value(record, "attack/pgd_lnf/acc")
+    with pytest.raises(ValueError, match="not a number"):
+        optimized_value(record, "status")

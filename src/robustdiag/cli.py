@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -18,15 +20,32 @@ log = logging.getLogger("robustdiag")
 register_resolvers()
 
 
+def optimized_value(record: dict[str, Any], key: str | None) -> float | None:
+    """The record value an optimising sweeper (e.g. Optuna) minimises or maximises; None when unset."""
+    if not key:
+        return None
+    if key not in record:
+        close = difflib.get_close_matches(key, [k for k in record if isinstance(record[k], int | float)], n=5)
+        hint = f" Close keys: {', '.join(close)}." if close else ""
+        raise ValueError(f"optimized_metric={key!r} is not a key of the run record.{hint}")
+    value = record[key]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"optimized_metric={key!r} holds {value!r}, not a number")
+    return float(value)
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
-def app(cfg: DictConfig) -> None:
-    """Run one grid point; in a multirun a failed point is recorded and the sweep goes on."""
+def app(cfg: DictConfig) -> float | None:
+    """Run one grid point; in a multirun a failed point is recorded and the sweep goes on.
+
+    Returns the record's ``optimized_metric`` (null by default), which optimising sweepers read.
+    """
     from robustdiag.run import run  # heavy imports after Hydra has parsed --help / --cfg
 
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)
     try:
-        run(cfg, out_dir)
+        record = run(cfg, out_dir)
     except Exception as err:
         if hydra_cfg.mode != RunMode.MULTIRUN:
             raise
@@ -34,6 +53,8 @@ def app(cfg: DictConfig) -> None:
             "grid point %s failed: %s: %s (recorded in %s)", out_dir.name, type(err).__name__, err, out_dir
         )
         log.debug("traceback", exc_info=True)
+        return None
+    return optimized_value(record, cfg.get("optimized_metric"))
 
 
 def main() -> None:

@@ -58,7 +58,7 @@ TRAIN_CODE_VERSION = 1
 TRAIN_KEYS = ("model", "data", "train", "seed")
 # Keys that never change a result: left out of the record identity, so a relaunch that changes them
 # still skips complete grid points.
-NOT_IDENTITY = ("hydra", "launch", "cache_dir", "skip_complete", "threads")
+NOT_IDENTITY = ("hydra", "launch", "cache_dir", "skip_complete", "threads", "optimized_metric")
 # Regime keys that are not part of the training recipe (what the labels are, how long, the name):
 # runs whose regimes differ only in these share a recipe (train/recipe), e.g. label_noise at any q.
 NOT_RECIPE = ("name", "q", "epochs", "stop_train_acc")
@@ -86,6 +86,11 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={name!r} but CUDA is not available here; use device=cpu or device=auto")
     return device
+
+
+def training_key(config_key: str, data_fingerprint: str) -> str:
+    """The checkpoint cache key: the training config's hash and the training data's fingerprint."""
+    return hashlib.sha256(f"{config_key}/{data_fingerprint}".encode()).hexdigest()[:16]
 
 
 def config_hash(cfg: DictConfig, keys: tuple[str, ...]) -> str:
@@ -275,12 +280,15 @@ def evaluate_grid_point(
         bundle.train.labels, q=regime.q, num_classes=bundle.num_classes, seed=cfg.seed
     )
     np.save(out_dir / schema.TRAIN_LABELS_FILE, train_labels.numpy())
-    train_hash = config_hash(cfg, TRAIN_KEYS)
+    data_fingerprint = bundle.train_fingerprint()
+    train_hash = training_key(config_hash(cfg, TRAIN_KEYS), data_fingerprint)
     store = CheckpointStore(Path(cfg.cache_dir) / "checkpoints" / train_hash)
     values["train/hash"] = train_hash
+    values["data/fingerprint"] = data_fingerprint
     values["train/recipe"] = recipe_hash(cfg.train)
     values["train/labels_changed"] = float((train_labels != bundle.train.labels).float().mean())
     record.update(values)
+    log.info("checkpoint cache %s (key: training config + data fingerprint %s)", store.root, data_fingerprint)
     log.info(
         "training %s on %s (%d classes, %d train images, %dpx), regime %s, q=%.2f, seed %d, device %s",
         cfg.model.name, bundle.name, bundle.num_classes, len(bundle.train), bundle.image_size,

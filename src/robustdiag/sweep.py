@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from robustdiag.records import METRICS_FILE, read_json
-from robustdiag.records.schema import is_set_aside
+from robustdiag.records.schema import FAILED, is_set_aside
 
 log = logging.getLogger("robustdiag")
 
@@ -52,6 +53,18 @@ def runs_table(sweep_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def failed_points(sweep_dir: Path) -> list[tuple[str, str]]:
+    """(job dir, error) of every record with status failed under ``sweep_dir``."""
+    out = []
+    for path in sorted(sweep_dir.rglob(METRICS_FILE), key=lambda p: _job_order(p.parent.name)):
+        record = read_json(path)
+        if record and record.get("status") == FAILED and not is_set_aside(path):
+            out.append(
+                (path.parent.relative_to(sweep_dir).as_posix(), str(record.get("error") or "no message"))
+            )
+    return out
+
+
 def format_table(table: pd.DataFrame) -> str:
     return table.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-")
 
@@ -63,9 +76,10 @@ def _job_order(name: str) -> tuple[int, str]:
 class SweepSummary(Callback):
     """Prints the runs of a finished multirun and analyses the sweep (``robustdiag-analyze``)."""
 
-    def __init__(self, analyze: bool = True, n_bootstrap: int = 1000) -> None:
+    def __init__(self, analyze: bool = True, n_bootstrap: int = 1000, allow_failures: bool = False) -> None:
         self.analyze = analyze
         self.n_bootstrap = n_bootstrap
+        self.allow_failures = allow_failures
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -74,8 +88,19 @@ class SweepSummary(Callback):
             log.warning("no run records under %s", sweep_dir)
             return
         print(f"\n== {len(table)} grid points in {sweep_dir} ==\n{format_table(table)}\n", flush=True)
-        if self.analyze:
+        failed = failed_points(sweep_dir)
+        if self.analyze and len(failed) < len(table):
             self._analyze(sweep_dir, config)
+        if failed:
+            lines = "\n".join(f"  {job}: {error}  (log: {sweep_dir / job})" for job, error in failed)
+            print(f"{len(failed)} of {len(table)} grid points failed:\n{lines}", file=sys.stderr, flush=True)
+            if not self.allow_failures:
+                # SystemExit passes through Hydra's callback guard: Slurm, CI and shell scripts see the failure
+                raise SystemExit(
+                    f"robustdiag: {len(failed)} grid point(s) failed (listed above); the others' records and the "
+                    "analysis are complete. Relaunch the same command to retry them, or set "
+                    "launch.allow_failures=true to exit 0 anyway."
+                )
 
     def _analyze(self, sweep_dir: Path, config: DictConfig) -> None:
         from robustdiag.analysis import analyze_sweep

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import torch
@@ -65,6 +66,15 @@ class DataBundle:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def train_fingerprint(self) -> str:
+        """A digest of the decoded training images, labels and class names: what a trained model depends
+        on beyond its config (the checkpoint cache is keyed by it, so new files at the same path retrain)."""
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(str((tuple(self.train.images.shape), self.classes)).encode())
+        digest.update(self.train.images.contiguous().numpy().tobytes())
+        digest.update(self.train.labels.contiguous().numpy().tobytes())
+        return digest.hexdigest()
 
     @property
     def channels(self) -> int:

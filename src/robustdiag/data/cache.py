@@ -15,6 +15,24 @@ from robustdiag.data.bundle import ImageData
 CACHE_VERSION = 1  # bump when the decoded content of an unchanged config would change
 
 
+def path_fingerprint(path: pathlib.Path) -> str | None:
+    """A digest of what lies at ``path``: every file's relative name, size and modification time.
+
+    Editing, adding or removing any file below a folder changes it (a folder's own mtime does not change
+    when a file deeper inside is rewritten). None when the path does not exist.
+    """
+    path = pathlib.Path(path)
+    if not path.exists():
+        return None
+    digest = hashlib.blake2b(digest_size=16)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        stat = file.stat()
+        name = file.name if file == path else file.relative_to(path).as_posix()
+        digest.update(f"{name}\x1f{stat.st_size}\x1f{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
 def cache_path(cache_dir: pathlib.Path, name: str, params: dict[str, object]) -> pathlib.Path:
     """Where the tensors of a source with these content-defining ``params`` are cached."""
     blob = json.dumps({"version": CACHE_VERSION, **params}, sort_keys=True, default=str)

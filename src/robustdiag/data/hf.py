@@ -9,6 +9,7 @@ decoded once to uint8 tensors, resized, and cached under ``cache_dir/data/<name>
 from __future__ import annotations
 
 import io
+import logging
 import os
 import pathlib
 from collections.abc import Sequence
@@ -21,9 +22,11 @@ import torch
 from PIL import Image
 
 from robustdiag.data.bundle import DataBundle, ImageData, channel_stats, resize_images
-from robustdiag.data.cache import cache_path, load_cached, save_cached
+from robustdiag.data.cache import cache_path, load_cached, path_fingerprint, save_cached
 from robustdiag.data.cifar import find_cifar_folder, read_cifar
 from robustdiag.progress import progress
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import datasets
@@ -344,6 +347,11 @@ class HFImageSource:
             save_cached(target, train, test, classes, mean, std, meta)
         else:
             train, test, classes, mean, std, meta = cached
+            log.info(
+                "%s: decoded images from the cache %s (delete it, or `make clean-cache`, to decode again)",
+                self.name,
+                target,
+            )
         self._check_num_classes(int(meta["source_classes"]))
         mean, std = self._fixed_stats(mean, std, train.images.shape[1])
         return DataBundle(self.name, train, test, classes, mean, std)
@@ -357,8 +365,7 @@ class HFImageSource:
         }
         if self.path is not None:
             local = pathlib.Path(self.path).expanduser().resolve()
-            mtime = local.stat().st_mtime_ns if local.exists() else None
-            location = {"path": str(local), "path_mtime_ns": mtime}
+            location = {"path": str(local), "path_fingerprint": path_fingerprint(local)}
         return {
             "source": "HFImageSource",
             **location,
