@@ -180,3 +180,50 @@ def test_bad_eval_settings_and_seeds_are_refused_before_training(override: str, 
 
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         check_eval_settings(compose_with(override))
+
+
+HELP = CONF / "hydra" / "help" / "robustdiag.yaml"
+USER_GROUPS = ("data", "train", "shift", "attack", "metric", "logger", "experiment")
+
+
+def test_help_lists_every_user_option_and_no_internal_group() -> None:
+    text = str(OmegaConf.to_container(OmegaConf.load(HELP))["template"])
+    for group in USER_GROUPS:
+        line = next(line for line in text.splitlines() if line.strip().startswith(f"{group}:"))
+        for option in options(group):
+            if option in ("none",) or option.startswith(("path_separation_", "reproduce_")):
+                continue  # named as families in the help
+            if group == "shift" and option not in (
+                "gaussian_noise",
+                "contrast",
+                "cifar10c_all",
+                "cifar10c_files",
+                "adversarial",
+            ):
+                continue  # the 15 corruptions are summarised by "..."
+            assert option in text, f"{group}={option} missing from --help"
+        assert line
+    assert "train_data" not in text and "claims:" not in text
+
+
+def test_every_help_example_composes() -> None:
+    footer = OmegaConf.load(HELP).footer
+    commands, current = [], ""
+    for line in footer.splitlines():
+        line = line.split("  #")[0].strip()
+        if line.startswith("robustdiag"):
+            current = line
+        elif current and line:
+            current += " " + line
+        if current and not current.endswith("\\"):
+            if current.startswith("robustdiag"):
+                commands.append(current)
+            current = ""
+    assert len(commands) >= 6
+    for command in commands:
+        overrides = [
+            token.split(",")[0] if "=" in token and "[" not in token else token
+            for token in command.replace("\\", " ").split()[1:]
+            if token not in ("-m", "--cfg", "job")
+        ]
+        compose_with(*overrides)  # must not raise
