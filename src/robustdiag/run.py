@@ -72,7 +72,7 @@ class Tables:
     per_layer: list[dict[str, Any]] = field(default_factory=list)
 
     def add_metric(self, name: str, condition: str, result: MetricResult) -> None:
-        prefix = f"metric/{name}" if condition == "clean" else f"metric/{name}/{condition}"
+        prefix = schema.metric_key(name, "", condition).rstrip("/")
         for column, values in result.per_sample.items():
             self.per_sample[f"{prefix}/{column}"] = np.asarray(values)
         self.per_layer += [{"metric": name, "condition": condition, **row} for row in result.per_layer]
@@ -455,8 +455,8 @@ def run_attacks(
                 attack, model, test.x, test.y, batch_size=cfg.eval.batch_size, seed=cfg.seed
             )
         results[name] = result
-        values[f"attack/{name}/acc"] = result.acc
-        tables.per_sample[f"attack/{name}/robust"] = result.robust.cpu().numpy()
+        values[schema.attack_acc_key(name)] = result.acc
+        tables.per_sample[schema.attack_robust_column(name)] = result.robust.cpu().numpy()
         log.info("attack %s: robust accuracy %.4f (clean %.4f)", name, result.acc, result.clean_acc)
     if len(results) > 1:
         compare_attacks(results)
@@ -506,7 +506,7 @@ def run_shifts(
         shift = instantiate(node)
         name = shift.name  # e.g. cifar10c_files records under its corruption's name
         for severity in shift.severities:
-            condition = f"{name}/{severity}"
+            condition = schema.shift_condition(name, severity)
             with timed(values, f"shift/{condition}"):
                 x = apply_shift(
                     shift, test.x, severity, seed=cfg.seed, batch_size=cfg.eval.batch_size,
@@ -514,17 +514,17 @@ def run_shifts(
                 )  # fmt: skip
                 logits = predict_logits(model, x, batch_size=cfg.eval.batch_size)
             correct = logits.argmax(dim=1) == test.y
-            values[f"shift/{condition}/acc"] = float(correct.float().mean())
-            tables.per_sample[f"shift/{condition}/correct"] = correct.cpu().numpy()
+            values[schema.shift_acc_key(name, severity)] = float(correct.float().mean())
+            tables.per_sample[schema.shift_correct_column(name, severity)] = correct.cpu().numpy()
             if not getattr(shift, "adversarial", False):
-                corruption_accs.append(values[f"shift/{condition}/acc"])
+                corruption_accs.append(values[schema.shift_acc_key(name, severity)])
             shifted = EvalSet(x=x, y=test.y, index=test.index, condition=condition)
             ctx = EvalContext(data=shifted, logits=logits, clean=test, **base)
             shifted_scalars = run_metrics(metrics, ctx, condition, values, tables)
             for metric_name, stats in shifted_scalars.items():
                 if "excess" in stats and "excess" in clean_scalars.get(metric_name, {}):
                     drop = clean_scalars[metric_name]["excess"] - stats["excess"]
-                    values[f"metric/{metric_name}/{condition}/excess_drop"] = drop
+                    values[schema.metric_key(metric_name, "excess_drop", condition)] = drop
         log.info(
             "shift %s: accuracy %s", name,
             "  ".join(f"s{s}={values[f'shift/{name}/{s}/acc']:.3f}" for s in shift.severities),

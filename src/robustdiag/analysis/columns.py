@@ -24,7 +24,6 @@ HEADLINE_DIAGNOSTICS = (
 )
 MIN_FINITE = 3  # a diagnostic needs this many finite values over the complete runs
 
-_CLEAN_METRIC = re.compile(r"^metric/[^/]+/[^/]+$")
 _SHIFTED_METRIC = re.compile(r"^metric/(?P<name>[^/]+)/(?P<shift>[^/]+)/(?P<severity>[^/]+)/(?P<stat>[^/]+)$")
 _ATTACK_ACC = re.compile(r"^attack/(?P<attack>[^/]+)/acc$")
 _SHIFT_ACC = re.compile(r"^shift/(?P<shift>[^/]+)/(?P<severity>[^/]+)/acc$")

@@ -19,8 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-RECORD_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+RECORD_VERSION = 2  # version-1 records are still read (legacy role defaults below)
 
 METRICS_FILE = "metrics.json"
 PER_SAMPLE_FILE = "per_sample.csv"
@@ -29,7 +28,6 @@ TRAIN_LABELS_FILE = "train_labels.npy"
 SET_ASIDE_DIR = "replaced"  # <job dir>/replaced/<config hash>/: records of another configuration, kept
 
 COMPLETE, FAILED, RUNNING = "complete", "failed", "running"
-STATUSES = (COMPLETE, FAILED, RUNNING)
 
 # identity of a grid point (what the analysis groups by)
 IDENTITY_KEYS = ("model", "data", "regime", "labels", "q", "seed")
