@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from robustdiag.analysis.claims.data import run_cells, run_groups, run_models
 from robustdiag.analysis.columns import Target, clean_accuracy, parse_shifted_metric
 from robustdiag.analysis.stats import correlate, pair_rng
 
@@ -29,22 +30,8 @@ def scopes(runs: pd.DataFrame) -> list[tuple[str, np.ndarray]]:
 
     Groups are the recorded facts (labels kind, q, adversarial training), never config names.
     """
-    from robustdiag.analysis.claims.data import group_of
-
     out = [("pooled", np.ones(len(runs), dtype=bool))]
-    column = runs.get
-    groups = np.array(
-        [
-            group_of(lab, q, adv)
-            for lab, q, adv in zip(
-                column("labels", pd.Series("", index=runs.index)),
-                column("q", pd.Series(np.nan, index=runs.index)),
-                column("train/adversarial", pd.Series(np.nan, index=runs.index)),
-            )
-        ]
-    )
-    models = runs["model"].astype(str).to_numpy() if "model" in runs.columns else np.full(len(runs), "model")
-    for label, values in (("regime", groups), ("model", models)):
+    for label, values in (("regime", run_groups(runs).to_numpy()), ("model", run_models(runs).to_numpy())):
         if len(set(values)) < 2:
             continue
         for value in sorted(set(values)):
@@ -52,22 +39,6 @@ def scopes(runs: pd.DataFrame) -> list[tuple[str, np.ndarray]]:
             if mask.sum() >= MIN_SCOPE_RUNS:
                 out.append((f"within {label} {value}", mask))
     return out
-
-
-def cells_of(runs: pd.DataFrame) -> np.ndarray:
-    """Architecture × regime cell of each run: the strata the bootstrap resamples seeds within."""
-    from robustdiag.analysis.claims.data import group_of
-
-    models = runs["model"].astype(str) if "model" in runs.columns else pd.Series("model", index=runs.index)
-    groups = [
-        group_of(lab, q, adv)
-        for lab, q, adv in zip(
-            runs.get("labels", pd.Series("", index=runs.index)),
-            runs.get("q", pd.Series(np.nan, index=runs.index)),
-            runs.get("train/adversarial", pd.Series(np.nan, index=runs.index)),
-        )
-    ]
-    return (models + "|" + pd.Series(groups, index=runs.index)).to_numpy()
 
 
 PARTIAL_SCOPE = "partial | cell, clean acc"
@@ -137,7 +108,7 @@ def correlation_table(
     exploratory: the claims table is where verdicts are made.
     """
     rows: list[dict[str, object]] = []
-    cells = cells_of(runs)
+    cells = run_cells(runs).to_numpy()
     for scope, mask in scopes(runs):
         for diagnostic in diagnostics:
             x = runs[diagnostic].to_numpy(dtype=float)[mask]

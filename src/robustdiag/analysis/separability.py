@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from robustdiag.analysis.claims.data import group_of
+from robustdiag.analysis.claims.data import run_groups
 from robustdiag.analysis.stats import auroc_with_ci, correlate, effect_size, pair_rng
 
 GENERALISE, MEMORISE = "generalise", "memorise"
@@ -34,9 +34,7 @@ def _column(runs: pd.DataFrame, name: str) -> pd.Series:
 def groups_of(runs: pd.DataFrame) -> pd.Series:
     """generalise / memorise / noisy / adversarial of every run, from the recorded facts (labels kind,
     q, train/adversarial), never from the names of the training configs."""
-    labels, q = _column(runs, "labels"), _column(runs, "q")
-    adversarial = runs.get("train/adversarial", pd.Series(np.nan, index=runs.index))
-    return pd.Series([group_of(lab, v, a) for lab, v, a in zip(labels, q, adversarial)], index=runs.index)
+    return run_groups(runs)
 
 
 def noise_fractions(runs: pd.DataFrame) -> pd.Series:

@@ -44,6 +44,33 @@ def group_of(labels: object, q: object, adversarial: object) -> str:
     return "adversarial" if adv == 1.0 else "generalise"
 
 
+def run_groups(runs: pd.DataFrame) -> pd.Series:
+    """:func:`group_of` of every run (row) of a records table."""
+    column = runs.get
+    return pd.Series(
+        [
+            group_of(lab, q, adv)
+            for lab, q, adv in zip(
+                column("labels", pd.Series("", index=runs.index)),
+                column("q", pd.Series(np.nan, index=runs.index)),
+                column(schema.ADVERSARIAL_KEY, pd.Series(np.nan, index=runs.index)),
+            )
+        ],
+        index=runs.index,
+        dtype=object,
+    )
+
+
+def run_models(runs: pd.DataFrame) -> pd.Series:
+    """The architecture of every run ("model" when the records do not say)."""
+    return runs["model"].astype(str) if "model" in runs.columns else pd.Series("model", index=runs.index)
+
+
+def run_cells(runs: pd.DataFrame) -> pd.Series:
+    """Architecture × regime cell ("<model>|<group>") of every run: the strata seeds are resampled in."""
+    return run_models(runs) + "|" + run_groups(runs)
+
+
 @dataclass
 class ClaimData:
     """The runs of one dataset a claims family is tested on."""
@@ -61,15 +88,7 @@ class ClaimData:
         runs = complete.copy()
         if "data" in runs.columns:
             runs = runs[runs["data"].astype(str) == data]
-        column = runs.get
-        runs["group"] = [
-            group_of(lab, q, adv)
-            for lab, q, adv in zip(
-                column("labels", pd.Series("", index=runs.index)),
-                column("q", pd.Series(np.nan, index=runs.index)),
-                column(schema.ADVERSARIAL_KEY, pd.Series(np.nan, index=runs.index)),
-            )
-        ]
+        runs["group"] = run_groups(runs)
         excluded = []
         if schema.GOAL_REACHED_KEY in runs.columns:
             missed = runs[schema.GOAL_REACHED_KEY].astype(float) == 0.0
@@ -80,11 +99,10 @@ class ClaimData:
             ]
             runs = runs[~missed]
         runs = runs.reset_index(drop=True)
-        model = runs["model"].astype(str) if "model" in runs.columns else pd.Series("model", index=runs.index)
-        runs["model"] = model
-        runs["cell"] = model + "|" + runs["group"]
+        runs["model"] = run_models(runs)
+        runs["cell"] = runs["model"] + "|" + runs["group"]
         seed = runs["seed"] if "seed" in runs.columns else pd.Series(range(len(runs)))
-        runs["pair"] = model + "|s" + seed.astype(str)
+        runs["pair"] = runs["model"] + "|s" + seed.astype(str)
         if "train/recipe" not in runs.columns:
             runs["train/recipe"] = runs.get("regime", pd.Series("unknown", index=runs.index)).astype(str)
         return cls(root=Path(root), data=data, runs=runs, excluded=excluded)
