@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from robustdiag.grid_point import resolve_device
 from robustdiag.records.provenance import git_commit, hardware
-from robustdiag.run import resolve_device
 
 
 def pick_device(name: str) -> torch.device:

@@ -12,9 +12,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from robustdiag.grid_point import selected
 from robustdiag.launch import register_resolvers
 from robustdiag.models import build_model
-from robustdiag.run import selected
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 register_resolvers()
@@ -171,12 +171,12 @@ def test_nonsense_values_are_refused_with_the_key(override: str, message: str) -
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("eval.batch_size=0", "eval.batch_size=0 must be a positive integer"),
+        ("eval.batch_size=0", "eval.batch_size=0 must be an integer >= 1"),
         ("seed=1.5", "seed=1.5 must be an integer"),
     ],
 )
 def test_bad_eval_settings_and_seeds_are_refused_before_training(override: str, message: str) -> None:
-    from robustdiag.run import check_eval_settings
+    from robustdiag.grid_point import check_eval_settings
 
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         check_eval_settings(compose_with(override))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from robustdiag.config import CONFIG_DIR
+from robustdiag.errors import describe, save_traceback
 from robustdiag.launch import register_resolvers
 
 log = logging.getLogger("robustdiag")
@@ -46,15 +48,31 @@ def app(cfg: DictConfig) -> float | None:
     out_dir = Path(hydra_cfg.runtime.output_dir)
     try:
         record = run(cfg, out_dir)
+        return optimized_value(record, cfg.get("optimized_metric"))
     except Exception as err:
-        if hydra_cfg.mode != RunMode.MULTIRUN:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        log.error(
-            "grid point %s failed: %s: %s (recorded in %s)", out_dir.name, type(err).__name__, err, out_dir
+        trace = save_traceback(out_dir, err)
+        where = f"traceback in {trace}; " if trace else ""
+        if hydra_cfg.mode == RunMode.MULTIRUN:  # recorded; the sweep goes on and lists it at the end
+            log.error(
+                "grid point %s failed: %s (%srecord in %s)", out_dir.name, describe(err), where, out_dir
+            )
+            return None
+        _log_to_files_only(logging.ERROR, f"run failed: {describe(err)}")  # the terminal gets it once, below
+        print(
+            f"robustdiag: error: {describe(err)}\n({where}HYDRA_FULL_ERROR=1 prints it)",
+            file=sys.stderr,
         )
-        log.debug("traceback", exc_info=True)
-        return None
-    return optimized_value(record, cfg.get("optimized_metric"))
+        sys.exit(1)
+
+
+def _log_to_files_only(level: int, message: str) -> None:
+    """Put ``message`` in the job's log file(s) without echoing it on the console handler."""
+    record = log.makeRecord(log.name, level, __file__, 0, message, (), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def main() -> None:

@@ -26,6 +26,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from robustdiag.data import DataBundle, balanced_subset
+from robustdiag.errors import TRACEBACK_FILE
+from robustdiag.grid_point import GridPoint, build_grid_point, check_eval_settings
 from robustdiag.models import Classifier, build_model
 from robustdiag.records import (
     METRICS_FILE,
@@ -35,6 +37,7 @@ from robustdiag.records import (
     RunRecord,
     provenance,
     read_json,
+    save_npy,
     schema,
     write_table,
 )
@@ -48,7 +51,7 @@ from robustdiag.train import (
     predict_logits,
 )
 from robustdiag.train.regime import labels_kind
-from robustdiag.types import EvalContext, EvalSet, Metric, MetricNotApplicable, MetricResult
+from robustdiag.types import Attack, EvalContext, EvalSet, Metric, MetricNotApplicable, MetricResult, Shift
 
 log = logging.getLogger("robustdiag")
 
@@ -62,6 +65,14 @@ NOT_IDENTITY = ("hydra", "launch", "cache_dir", "skip_complete", "threads", "opt
 # Regime keys that are not part of the training recipe (what the labels are, how long, the name):
 # runs whose regimes differ only in these share a recipe (train/recipe), e.g. label_noise at any q.
 NOT_RECIPE = ("name", "q", "epochs", "stop_train_acc")
+
+
+@dataclass(frozen=True)
+class TrainingHashes:
+    """What the checkpoint cache and the recipe grouping are keyed by (hashes of config sub-trees)."""
+
+    config: str  # the training-relevant config (TRAIN_KEYS)
+    recipe: str  # the regime without what labels it trains on and for how long (train/recipe)
 
 
 @dataclass
@@ -78,16 +89,6 @@ class Tables:
         self.per_layer += [{"metric": name, "condition": condition, **row} for row in result.per_layer]
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; anything else is passed to ``torch.device``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={name!r} but CUDA is not available here; use device=cpu or device=auto")
-    return device
-
-
 def training_key(config_key: str, data_fingerprint: str) -> str:
     """The checkpoint cache key: the training config's hash and the training data's fingerprint."""
     return hashlib.sha256(f"{config_key}/{data_fingerprint}".encode()).hexdigest()[:16]
@@ -101,13 +102,6 @@ def config_hash(cfg: DictConfig, keys: tuple[str, ...]) -> str:
     }
     payload["_train_code_version"] = TRAIN_CODE_VERSION
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def selected(group: DictConfig | None) -> dict[str, DictConfig]:
-    """The options of a multi-select group (``shift``, ``attack``, ``metric``): nodes with ``_target_``."""
-    if group is None:
-        return {}
-    return {k: v for k, v in group.items() if isinstance(v, DictConfig) and "_target_" in v}
 
 
 @contextmanager
@@ -127,17 +121,7 @@ def already_complete(out_dir: Path, identity: str) -> bool:
     )
 
 
-def check_eval_settings(cfg: DictConfig) -> None:
-    """Refuse evaluation settings that cannot work, before anything is trained."""
-    for key in ("n_samples", "batch_size"):
-        value = cfg.eval.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"eval.{key}={value!r} must be a positive integer (e.g. eval.{key}=256)")
-    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
-        raise ValueError(f"seed={cfg.seed!r} must be an integer (e.g. seed=0, or seed=0,1,2 in a multirun)")
-
-
-RECORD_FILES = (METRICS_FILE, PER_SAMPLE_FILE, PER_LAYER_FILE, schema.TRAIN_LABELS_FILE)
+RECORD_FILES = (METRICS_FILE, PER_SAMPLE_FILE, PER_LAYER_FILE, schema.TRAIN_LABELS_FILE, TRACEBACK_FILE)
 
 
 def set_aside_other_config(out_dir: Path, identity: str) -> Path | None:
@@ -164,25 +148,24 @@ def set_aside_other_config(out_dir: Path, identity: str) -> Path | None:
 
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Run one grid point, writing its record into ``out_dir``. Returns the flat record."""
-    check_eval_settings(cfg)
+    check_eval_settings(cfg)  # the identity keys below need an integer seed
     identity = config_hash(cfg, tuple(k for k in cfg if k not in NOT_IDENTITY))
     if cfg.skip_complete and already_complete(out_dir, identity):
         log.info("%s already holds a complete record of this configuration: skipping", out_dir)
         return read_json(out_dir / METRICS_FILE)
     set_aside_other_config(out_dir, identity)
-    device = resolve_device(cfg.device)
-    threads = set_threads(cfg.get("threads"), launcher_jobs())
+    (out_dir / TRACEBACK_FILE).unlink(missing_ok=True)  # an earlier attempt's; this one writes its own
     record = RunRecord(out_dir)
-    record.update(
-        {
-            **identity_keys(cfg),
-            "config/hash": identity,
-            **provenance(device),
-            "run/threads": threads,
-            "run/started": _now(),
-        }
-    )
-    wandb_logger = instantiate(cfg.logger) if cfg.get("logger") else NullLogger()
+    record.update({**identity_keys(cfg), "config/hash": identity, "run/started": _now()})
+    try:  # a config that cannot be built is recorded as a failed grid point, then raised
+        point = build_grid_point(cfg)
+        threads = set_threads(cfg.get("threads"), launcher_jobs())
+        wandb_logger = instantiate(cfg.logger) if cfg.get("logger") else NullLogger()
+    except BaseException as err:
+        record.update({"run/finished": _now()})
+        record.fail(err)
+        raise
+    record.update({**provenance(point.device), "run/threads": threads})
     failed = True
     try:
         wandb_logger.start(
@@ -191,7 +174,8 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             group=_group_name(out_dir),
             directory=out_dir,
         )
-        values, tables = evaluate_grid_point(cfg, device, out_dir, record)
+        hashes = TrainingHashes(config=config_hash(cfg, TRAIN_KEYS), recipe=recipe_hash(cfg.train))
+        values, tables = evaluate_grid_point(point, hashes, out_dir, record)
         files = write_tables(out_dir, tables)  # first: "complete" must mean every listed file is on disk
         record.update({**values, schema.FILES_KEY: schema.join_keys(files), "run/finished": _now()})
         record.complete()
@@ -258,43 +242,45 @@ def identity_keys(cfg: DictConfig) -> dict[str, Any]:
 
 
 def evaluate_grid_point(
-    cfg: DictConfig, device: torch.device, out_dir: Path, record: RunRecord
+    point: GridPoint, hashes: TrainingHashes, out_dir: Path, record: RunRecord
 ) -> tuple[dict[str, Any], Tables]:
-    """Train or load the model, then measure everything the config asks for."""
+    """Train or load the model, then measure everything the grid point asks for."""
     values: dict[str, Any] = {}
     with timed(values, "data"):
-        bundle: DataBundle = instantiate(cfg.data).load(Path(cfg.cache_dir))
-    torch.manual_seed(cfg.seed)  # initial weights depend on the seed only
+        bundle: DataBundle = point.data.load(point.cache_dir)
+    torch.manual_seed(point.seed)  # initial weights depend on the seed only
     model = build_model(
-        cfg.model.name,
+        point.model.name,
         num_classes=bundle.num_classes,
         in_chans=bundle.channels,
         img_size=bundle.image_size,
         mean=bundle.mean,
         std=bundle.std,
-        small_input_stem=cfg.model.get("small_input_stem"),
-        kwargs=_plain(cfg.model.get("kwargs")),
+        small_input_stem=point.model.small_input_stem,
+        kwargs=point.model.kwargs,
     )
-    regime: Regime = instantiate(cfg.train)
+    regime = point.regime
     train_labels = corrupt_labels(
-        bundle.train.labels, q=regime.q, num_classes=bundle.num_classes, seed=cfg.seed
+        bundle.train.labels, q=regime.q, num_classes=bundle.num_classes, seed=point.seed
     )
-    np.save(out_dir / schema.TRAIN_LABELS_FILE, train_labels.numpy())
+    save_npy(out_dir / schema.TRAIN_LABELS_FILE, train_labels.numpy())
     data_fingerprint = bundle.train_fingerprint()
-    train_hash = training_key(config_hash(cfg, TRAIN_KEYS), data_fingerprint)
-    store = CheckpointStore(Path(cfg.cache_dir) / "checkpoints" / train_hash)
+    train_hash = training_key(hashes.config, data_fingerprint)
+    store = CheckpointStore(point.cache_dir / "checkpoints" / train_hash)
     values["train/hash"] = train_hash
     values["data/fingerprint"] = data_fingerprint
-    values["train/recipe"] = recipe_hash(cfg.train)
+    values["train/recipe"] = hashes.recipe
     values["train/labels_changed"] = float((train_labels != bundle.train.labels).float().mean())
     record.update(values)
     log.info("checkpoint cache %s (key: training config + data fingerprint %s)", store.root, data_fingerprint)
     log.info(
         "training %s on %s (%d classes, %d train images, %dpx), regime %s, q=%.2f, seed %d, device %s",
-        cfg.model.name, bundle.name, bundle.num_classes, len(bundle.train), bundle.image_size,
-        regime.name, regime.q, cfg.seed, device,
+        point.model.name, bundle.name, bundle.num_classes, len(bundle.train), bundle.image_size,
+        regime.name, regime.q, point.seed, point.device,
     )  # fmt: skip
-    result = fit(model, bundle.train.images, train_labels, regime, device=device, seed=cfg.seed, store=store)
+    result = fit(
+        model, bundle.train.images, train_labels, regime, device=point.device, seed=point.seed, store=store
+    )
     values.update(
         {
             "time/train_s": round(result.seconds, 3),
@@ -306,11 +292,12 @@ def evaluate_grid_point(
     )
     model.eval()
     with timed(values, "eval"):
-        test_logits = predict_logits(model, bundle.test.images, batch_size=cfg.eval.batch_size)  # (N_test, K)
-        values.update(clean_accuracies(model, bundle, train_labels, test_logits, cfg.eval.batch_size))
+        batch_size = point.eval.batch_size
+        test_logits = predict_logits(model, bundle.test.images, batch_size=batch_size)  # (N_test, K)
+        values.update(clean_accuracies(model, bundle, train_labels, test_logits, batch_size))
         values[schema.GOAL_REACHED_KEY] = goal_reached(regime, values[schema.CLEAN_TRAIN_ACC], result.epochs)
         record.update(values)
-        eval_values, tables = evaluate_model(cfg, model, bundle, train_labels, test_logits, device)
+        eval_values, tables = evaluate_model(point, model, bundle, train_labels, test_logits)
     values.update(eval_values)
     return values, tables
 
@@ -379,16 +366,15 @@ def eval_sets(
 
 
 def evaluate_model(
-    cfg: DictConfig,
+    point: GridPoint,
     model: Classifier,
     bundle: DataBundle,
     train_labels: torch.Tensor,
     test_logits: torch.Tensor,  # (N_test, K) logits of the whole test split, computed once
-    device: torch.device,
 ) -> tuple[dict[str, Any], Tables]:
     """Attacks, diagnostics and shifts on the fixed evaluation samples."""
     values: dict[str, Any] = {}
-    test, train = eval_sets(bundle, train_labels, cfg.eval.n_samples, cfg.eval.seed, device)
+    test, train = eval_sets(bundle, train_labels, point.eval.n_samples, point.eval.seed, point.device)
     logits = test_logits[test.index.to(test_logits.device)]  # (N, K): the evaluation samples' rows
     pred = logits.argmax(dim=1)
     tables = Tables(
@@ -401,16 +387,14 @@ def evaluate_model(
     )
     values["eval/n"] = len(test)
     values["eval/clean_acc"] = float((pred == test.y).float().mean())
-    fooled = run_attacks(cfg, model, test, values, tables)
-    metrics: dict[str, Metric] = {
-        name: instantiate(node) for name, node in selected(cfg.get("metric")).items()
-    }
+    fooled = run_attacks(point.attacks, model, test, point.eval.batch_size, point.seed, values, tables)
+    metrics = point.metrics
     values.update(declared_roles(metrics.values()))
     base = dict(
         model=model,
         num_classes=bundle.num_classes,
-        batch_size=cfg.eval.batch_size,
-        seed=cfg.seed,
+        batch_size=point.eval.batch_size,
+        seed=point.seed,
         train_data=train,
         attack_fooled=fooled,
         input_mean=tuple(bundle.mean),
@@ -418,7 +402,7 @@ def evaluate_model(
     )
     clean_ctx = EvalContext(data=test, logits=logits, **base)
     clean_scalars = run_metrics(metrics, clean_ctx, "clean", values, tables)
-    run_shifts(cfg, model, test, metrics, base, clean_scalars, values, tables)
+    run_shifts(point.shifts, model, test, metrics, base, clean_scalars, values, tables)
     return values, tables
 
 
@@ -439,21 +423,23 @@ def declared_roles(metrics: Iterable[Metric]) -> dict[str, str]:
 
 
 def run_attacks(
-    cfg: DictConfig, model: Classifier, test: EvalSet, values: dict[str, Any], tables: Tables
+    attacks: dict[str, Attack],
+    model: Classifier,
+    test: EvalSet,
+    batch_size: int,
+    seed: int,
+    values: dict[str, Any],
+    tables: Tables,
 ) -> dict[str, torch.Tensor]:
     """Adversarial accuracy per configured attack; returns per-sample fooled flags."""
-    options = selected(cfg.get("attack"))
-    if not options:
+    if not attacks:
         return {}
     from robustdiag.attacks import compare_attacks, evaluate_attack
 
     results = {}
-    for name, node in options.items():
-        attack = instantiate(node)
+    for name, attack in attacks.items():
         with timed(values, f"attack/{name}"):
-            result = evaluate_attack(
-                attack, model, test.x, test.y, batch_size=cfg.eval.batch_size, seed=cfg.seed
-            )
+            result = evaluate_attack(attack, model, test.x, test.y, batch_size=batch_size, seed=seed)
         results[name] = result
         values[schema.attack_acc_key(name)] = result.acc
         tables.per_sample[schema.attack_robust_column(name)] = result.robust.cpu().numpy()
@@ -486,7 +472,7 @@ def run_metrics(
 
 
 def run_shifts(
-    cfg: DictConfig,
+    shifts: list[Shift],
     model: Classifier,
     test: EvalSet,
     metrics: dict[str, Metric],
@@ -496,23 +482,22 @@ def run_shifts(
     tables: Tables,
 ) -> None:
     """Accuracy (and the shift-aware diagnostics) under every shift x severity, on the same samples."""
-    options = selected(cfg.get("shift"))
-    if not options:
+    if not shifts:
         return
     from robustdiag.shifts import apply_shift
 
+    batch_size, seed = base["batch_size"], base["seed"]
     corruption_accs = []
-    for node in options.values():
-        shift = instantiate(node)
+    for shift in shifts:
         name = shift.name  # e.g. cifar10c_files records under its corruption's name
         for severity in shift.severities:
             condition = schema.shift_condition(name, severity)
             with timed(values, f"shift/{condition}"):
                 x = apply_shift(
-                    shift, test.x, severity, seed=cfg.seed, batch_size=cfg.eval.batch_size,
+                    shift, test.x, severity, seed=seed, batch_size=batch_size,
                     index=test.index, y=test.y, model=model,
                 )  # fmt: skip
-                logits = predict_logits(model, x, batch_size=cfg.eval.batch_size)
+                logits = predict_logits(model, x, batch_size=batch_size)
             correct = logits.argmax(dim=1) == test.y
             values[schema.shift_acc_key(name, severity)] = float(correct.float().mean())
             tables.per_sample[schema.shift_correct_column(name, severity)] = correct.cpu().numpy()
@@ -579,11 +564,6 @@ def one_line_summary(values: dict[str, Any]) -> str:
 def _group_name(out_dir: Path) -> str:
     """The W&B group: the sweep directory's name for multirun jobs, else the run directory's."""
     return out_dir.parent.name if out_dir.name.isdigit() else out_dir.name
-
-
-def _plain(node: Any) -> dict[str, Any]:
-    """A resolved plain dict of a config node (None -> {})."""
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node or {})
 
 
 def _now() -> str:

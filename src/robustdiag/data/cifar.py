@@ -35,9 +35,30 @@ class _ArrayUnpickler(pickle.Unpickler):
 
 
 def _unpickle(path: pathlib.Path) -> dict[str, Any]:
-    with open(path, "rb") as handle:
-        raw = _ArrayUnpickler(handle, encoding="bytes").load()
+    """A CIFAR batch file as a dict; a file that is not one is refused with its name."""
+    try:
+        with open(path, "rb") as handle:
+            raw = _ArrayUnpickler(handle, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError) as err:
+        raise ValueError(
+            f"{path} is not a readable CIFAR batch file ({err}); re-extract the official archive into "
+            "data.path"
+        ) from err
+    if not isinstance(raw, dict):
+        raise ValueError(
+            f"{path} holds a {type(raw).__name__}, not a CIFAR batch (a dict of data and labels)"
+        )
     return {(k.decode() if isinstance(k, bytes) else k): v for k, v in raw.items()}
+
+
+def _entry(part: dict[str, Any], key: str, path: pathlib.Path) -> Any:
+    """``part[key]``, or an error naming the file, the missing entry and the entries it has."""
+    if key not in part:
+        raise ValueError(
+            f"{path} has no {key!r} entry (it has {sorted(part)}); it is not a CIFAR batch file of this kind "
+            "(for CIFAR-100, data.label_column picks fine_labels or coarse_labels)"
+        )
+    return part[key]
 
 
 def find_cifar_folder(path: pathlib.Path) -> tuple[str, pathlib.Path] | None:
@@ -77,9 +98,9 @@ def read_cifar(
         key = "coarse_labels" if coarse else "fine_labels"
     splits = {}
     for split, files in batches.items():
-        parts = [_unpickle(folder / name) for name in files]
-        images = np.concatenate([_images(part["data"]) for part in parts])
-        labels = np.concatenate([np.asarray(part[key], dtype=np.int64) for part in parts])
+        parts = [(folder / name, _unpickle(folder / name)) for name in files]
+        images = np.concatenate([_images(_entry(part, "data", path)) for path, part in parts])
+        labels = np.concatenate([np.asarray(_entry(part, key, path), dtype=np.int64) for path, part in parts])
         splits[split] = (images, labels)
     if not names:
         names = [str(k) for k in range(int(splits["train"][1].max()) + 1)]

@@ -178,6 +178,43 @@ def _stack(arrays: list[np.ndarray], image_size: int | None) -> torch.Tensor:
 # ------------------------------------------------------------------------------------- selection
 
 
+def check_pixel_stats(key: str, values: Sequence[float]) -> None:
+    """``data.mean`` / ``data.std``: one finite value per channel in [0, 1] pixel units (std > 0)."""
+    if isinstance(values, str) or not hasattr(values, "__len__") or not len(values):
+        raise ValueError(f"data.{key} must be a list with one value per channel or null, got {values!r}")
+    numbers = [float(v) for v in values]
+    if not all(np.isfinite(numbers)):
+        raise ValueError(f"data.{key}={numbers} must be finite numbers")
+    if max(numbers) > 1.0:
+        raise ValueError(
+            f"data.{key}={numbers} looks like 0-255 units; pixels are in [0, 1], so divide by 255 "
+            f"(data.{key}=[{', '.join(f'{v / 255:.4f}' for v in numbers)}])"
+        )
+    if key == "std" and min(numbers) <= 0:
+        raise ValueError(f"data.std={numbers} must be positive")
+    if key == "mean" and min(numbers) < 0:
+        raise ValueError(f"data.mean={numbers} must lie in [0, 1] (pixel units)")
+
+
+def check_source_labels(name: str, split_key: str, labels: np.ndarray, n_names: int | None) -> None:
+    """Refuse labels that are not class indices: negatives (often -1 for 'unlabelled') or beyond the names."""
+    if not labels.size:
+        return
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0:
+        count = int((labels < 0).sum())
+        raise ValueError(
+            f"{name}: {count} label(s) in data.{split_key} are negative (min {low}); labels must be class "
+            "indices 0..K-1 (-1 usually marks unlabelled rows, e.g. a hidden test split): use a labelled "
+            "split (data.test_split=null carves a test split out of the train split) or remove those rows"
+        )
+    if n_names is not None and high >= n_names:
+        raise ValueError(
+            f"{name}: data.{split_key} has label {high} but the data names only {n_names} classes; "
+            "the label column and the class names disagree (check data.label_column)"
+        )
+
+
 def _balanced_cap(labels: np.ndarray, cap: int, seed: int) -> np.ndarray:
     """Sorted positions keeping at most ``cap`` seeded-random samples of each label (all if fewer)."""
     rng = np.random.default_rng(seed)
@@ -310,12 +347,8 @@ class HFImageSource:
                     f"data.classes must be a non-empty list of distinct class indices, got {classes}"
                 )
         for key, value in (("mean", mean), ("std", std)):
-            if value is not None and (isinstance(value, str) or not len(value)):
-                raise ValueError(
-                    f"data.{key} must be a list with one value per channel or null, got {value!r}"
-                )
-        if std is not None and any(float(s) <= 0 for s in std):
-            raise ValueError(f"data.std must be positive, got {list(std)}")
+            if value is not None:
+                check_pixel_stats(key, value)
         self.name = name
         self.num_classes = num_classes
         self.hub_id = hub_id
@@ -385,6 +418,8 @@ class HFImageSource:
     def _build(self) -> tuple[ImageData, ImageData, list[str], tuple[float, ...], tuple[float, ...], dict]:
         """Open, select, decode; returns (train, test, classes, mean, std, meta)."""
         train_raw, test_raw, names = self._open()
+        for split_key, split in (("train_split", train_raw), ("test_split", test_raw)):
+            check_source_labels(self.name, split_key, split.labels, len(names) if names else None)
         found = (
             len(names)
             if names

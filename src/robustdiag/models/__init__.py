@@ -8,8 +8,10 @@ timm lacks (pre-activation / wide ResNets) so they are timm names like any other
 
 from __future__ import annotations
 
+import copy
 import difflib
 import inspect
+import logging
 import warnings
 from collections.abc import Sequence
 
@@ -18,6 +20,8 @@ import torch
 from torch import nn
 
 from robustdiag.models import cifar as _cifar  # noqa: F401  (registers wrn*/preact_resnet* with timm)
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Classifier", "Normalize", "UnknownModelError", "adapt_small_input_stem", "build_model"]
 
@@ -69,29 +73,43 @@ def suggest_model_names(name: str, n: int = 5) -> list[str]:
     return close
 
 
-def _create_timm(name: str, *, num_classes: int, in_chans: int, img_size: int, kwargs: dict) -> nn.Module:
-    """``timm.create_model`` that also passes ``img_size`` to models which take it (ViT, Swin, ...)."""
+def _create_timm(
+    name: str, *, num_classes: int, in_chans: int, img_size: int, kwargs: dict
+) -> tuple[nn.Module, bool]:
+    """``timm.create_model`` that also passes ``img_size`` to models which take it (ViT, Swin, ...).
+
+    Returns the network and whether it is sized by ``img_size`` (its stem is then left alone)."""
     if not timm.is_model(name):
         hint = ", ".join(suggest_model_names(name)) or "see timm.list_models()"
         raise UnknownModelError(f"model.name={name!r} is not a timm model. Close names: {hint}.")
     entry = timm.models.model_entrypoint(name)
     base = dict(pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs)
-    if "img_size" not in kwargs and _takes_img_size(entry, name):
+    sized = _takes_img_size(entry, name)
+    if "img_size" not in kwargs and sized:
         base["img_size"] = img_size
     try:
-        return timm.create_model(name, **base)
+        return timm.create_model(name, **base), sized
     except TypeError as err:
         raise ValueError(f"timm model {name!r} rejected model.kwargs={kwargs}: {err}") from err
 
 
 def _takes_img_size(entry: object, name: str) -> bool:
-    """Whether the model class behind a timm entrypoint accepts ``img_size`` (patch-based models)."""
+    """Whether the model behind a timm entrypoint has a patch embedding sized by ``img_size`` (ViT, DeiT,
+    LeViT, Swin, ...); CNNs that merely accept ``img_size`` (ByobNet) are not.
+
+    Looks at every ``nn.Module`` class defined in the entrypoint's module and at their base classes
+    (DeiT's distilled ViT takes ``*args`` and hands ``img_size`` to its ViT base)."""
     module = inspect.getmodule(entry)
     for obj in vars(module).values() if module else ():
         if inspect.isclass(obj) and issubclass(obj, nn.Module) and obj.__module__ == module.__name__:
-            params = inspect.signature(obj.__init__).parameters
-            if "img_size" in params and "patch_size" in params:
-                return True
+            for cls in obj.__mro__:
+                if cls is nn.Module or not issubclass(cls, nn.Module):
+                    continue
+                params = inspect.signature(cls.__init__).parameters
+                if "img_size" in params and (
+                    "patch_size" in params or "stem_stride" in params
+                ):  # patch/stem sized by it
+                    return True
     return False
 
 
@@ -106,30 +124,35 @@ def adapt_small_input_stem(net: nn.Module) -> list[str]:
     first = net.pretrained_cfg.get("first_conv") if hasattr(net, "pretrained_cfg") else None
     if not first:
         return []
-    names = first if isinstance(first, (list, tuple)) else [first]
-    conv_name = names[0]
-    try:
-        conv = net.get_submodule(conv_name)
-    except AttributeError:
-        return []
-    if isinstance(conv, nn.Sequential):  # deep stems list the block; adapt its first conv
-        conv_name, conv = next(
-            (f"{conv_name}.{n}", m) for n, m in conv.named_children() if isinstance(m, nn.Conv2d)
+    names = (
+        list(first) if isinstance(first, (list, tuple)) else [first]
+    )  # multi-branch stems list each branch
+    changes = []
+    for conv_name in names:
+        try:
+            conv = net.get_submodule(conv_name)
+        except AttributeError:
+            continue
+        if isinstance(conv, nn.Sequential):  # deep stems list the block; adapt its first conv
+            conv_name, conv = next(
+                (f"{conv_name}.{n}", m) for n, m in conv.named_children() if isinstance(m, nn.Conv2d)
+            )
+        if not isinstance(conv, nn.Conv2d) or conv.stride == (1, 1) or conv.kernel_size == conv.stride:
+            continue
+        kernel = (3, 3) if conv.kernel_size == (7, 7) else conv.kernel_size
+        new = nn.Conv2d(
+            conv.in_channels,
+            conv.out_channels,
+            kernel_size=kernel,
+            stride=1,
+            padding=tuple(k // 2 for k in kernel),
+            bias=conv.bias is not None,
+            groups=conv.groups,
         )
-    if not isinstance(conv, nn.Conv2d) or conv.stride == (1, 1) or conv.kernel_size == conv.stride:
+        net.set_submodule(conv_name, new)
+        changes.append(f"{conv_name}: {tuple(conv.kernel_size)}/{conv.stride[0]} -> {kernel}/1")
+    if not changes:
         return []
-    kernel = (3, 3) if conv.kernel_size == (7, 7) else conv.kernel_size
-    new = nn.Conv2d(
-        conv.in_channels,
-        conv.out_channels,
-        kernel_size=kernel,
-        stride=1,
-        padding=tuple(k // 2 for k in kernel),
-        bias=conv.bias is not None,
-        groups=conv.groups,
-    )
-    net.set_submodule(conv_name, new)
-    changes = [f"{conv_name}: {tuple(conv.kernel_size)}/{conv.stride[0]} -> {kernel}/1"]
     for name, module in net.named_modules():
         if isinstance(module, nn.MaxPool2d) and name.count(".") <= 1:  # the stem's pool, not a later one
             net.set_submodule(name, nn.Identity())
@@ -159,13 +182,30 @@ def build_model(
             f"data has {in_chans} channel(s) but normalisation mean has {len(mean)}; "
             "set data.channels or the dataset's mean/std to match"
         )
-    net = _create_timm(
+    net, sized_by_img_size = _create_timm(
         name, num_classes=num_classes, in_chans=in_chans, img_size=img_size, kwargs=dict(kwargs or {})
     )
-    if small_input_stem if small_input_stem is not None else img_size <= 64:
-        adapt_small_input_stem(net)
+    automatic = small_input_stem is None
+    adapt = img_size <= 64 and not sized_by_img_size if automatic else bool(small_input_stem)
+    original = copy.deepcopy(net) if adapt and automatic else None
+    changes = adapt_small_input_stem(net) if adapt else []
     model = Classifier(net, Normalize(mean, std), name=name)
-    check_forward(model, in_chans=in_chans, img_size=img_size, num_classes=num_classes)
+    try:
+        check_forward(model, in_chans=in_chans, img_size=img_size, num_classes=num_classes)
+    except ValueError as err:
+        if not changes:
+            raise
+        if original is None:  # asked for explicitly
+            raise ValueError(
+                f"model.small_input_stem=true breaks {name!r} ({'; '.join(changes)}): {err.__cause__ or err}. "
+                "Set model.small_input_stem=false (keep its own stem) or use a larger data.image_size"
+            ) from err
+        log.warning(
+            "the small-input stem adaptation does not fit %s (%s); keeping its own stem "
+            "(model.small_input_stem=false silences this)", name, err.__cause__ or err,
+        )  # fmt: skip
+        model = Classifier(original, Normalize(mean, std), name=name)
+        check_forward(model, in_chans=in_chans, img_size=img_size, num_classes=num_classes)
     return model
 
 
@@ -179,11 +219,16 @@ def check_forward(model: nn.Module, *, in_chans: int, img_size: int, num_classes
     except (RuntimeError, AssertionError) as err:
         raise ValueError(
             f"model {getattr(model, 'name', type(model).__name__)!r} cannot take {in_chans}x{img_size}x{img_size} "
-            f"inputs: {err}. Try model.small_input_stem=true, a larger data.image_size, or (ViT) "
-            "model.kwargs.patch_size"
+            f"inputs: {err}. Try a larger data.image_size, model.small_input_stem=true|false (adapt the stem "
+            "to small images or keep it), or for patch models model.kwargs.patch_size"
         ) from err
     finally:
         model.train(was_training)
+    if not isinstance(out, torch.Tensor):
+        raise ValueError(
+            f"model {getattr(model, 'name', type(model).__name__)!r} returns a {type(out).__name__} (features?), "
+            "not a logits tensor (B, K); use a classification model (no features_only / forward_features)"
+        )
     if out.shape != (2, num_classes):
         raise ValueError(f"model returns {tuple(out.shape)} for 2 images; expected (2, {num_classes})")
     if not torch.isfinite(out).all():

@@ -7,6 +7,7 @@ from robustdiag.records.files import (
     RECORD_VERSION,
     RunRecord,
     read_json,
+    save_npy,
     write_json_atomic,
     write_table,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "WandbLogger",
     "provenance",
     "read_json",
+    "save_npy",
     "write_json_atomic",
     "write_table",
 ]

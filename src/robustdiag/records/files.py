@@ -28,8 +28,11 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Write ``data`` as JSON through a temporary file and a rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(_jsonable(data), indent=1, sort_keys=False, allow_nan=True))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(_jsonable(data), indent=1, sort_keys=False, allow_nan=True))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -76,8 +79,22 @@ class RunRecord:
         self.update({"status": FAILED, "error": f"{type(error).__name__}: {error}"})
 
 
+def save_npy(path: Path, array: np.ndarray) -> None:
+    """Write a ``.npy`` file atomically (tmp + rename): a kill or a full disk never leaves half a file."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as handle:
+            np.save(handle, array)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_table(path: Path, rows: pd.DataFrame) -> None:
     """Write a CSV atomically (tmp + rename)."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    rows.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    try:
+        rows.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
