@@ -16,8 +16,10 @@ BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
 
 
-def robustdiag(tmp_path: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {
+def robustdiag(
+    tmp_path: Path, *args: str, timeout: int = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    full_env = {
         **os.environ,
         "ROBUSTDIAG_CACHE": str(tmp_path / "cache"),
         "ROBUSTDIAG_PROGRESS": "0",
@@ -25,11 +27,12 @@ def robustdiag(tmp_path: Path, *args: str, timeout: int = 600) -> subprocess.Com
         "HF_HUB_OFFLINE": "1",
         "WANDB_MODE": "offline",
         "WANDB_SILENT": "true",
+        **(env or {}),
     }
     return subprocess.run(
         [str(BIN / "robustdiag"), *args],
         cwd=tmp_path,
-        env=env,
+        env=full_env,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -171,3 +174,22 @@ def test_unknown_group_option_lists_valid_ones(tmp_path: Path) -> None:
     out = robustdiag(tmp_path, "train=memorize")
     assert out.returncode != 0
     assert "memorise" in out.stderr and "generalise" in out.stderr
+
+
+def test_a_bad_value_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    out = robustdiag(tmp_path, "data=synthetic", "train.stop_train_acc=15", f"hydra.run.dir={run_dir}")
+    assert out.returncode == 1
+    assert "Traceback" not in out.stdout + out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert lines[0] == (
+        "robustdiag: error: train: train.stop_train_acc=15 must be a fraction in (0, 1] (0.99, not 99) or null"
+    )
+    assert f"traceback in {run_dir / 'traceback.txt'}" in lines[1] and len(lines) == 2
+    assert "Traceback" in (run_dir / "traceback.txt").read_text()
+    assert records(run_dir)[0]["status"] == "failed"  # the failure is recorded too
+    full = robustdiag(
+        tmp_path, "data=synthetic", "train.stop_train_acc=15", f"hydra.run.dir={run_dir}",
+        env={"HYDRA_FULL_ERROR": "1"},
+    )  # fmt: skip
+    assert full.returncode == 1 and "Traceback" in full.stderr

@@ -29,6 +29,10 @@ class ConfigError(ValueError):
     """A configuration value that cannot work; the message names the key, the problem and the fix."""
 
 
+class ReportedOSError(OSError):
+    """An OS-level failure (full disk, permissions) whose ``strerror`` is already the full user message."""
+
+
 def instantiate_at(node: DictConfig, key: str, **kwargs: Any) -> Any:
     """``hydra.utils.instantiate(node)``, with any error turned into a :class:`ConfigError` that names ``key``."""
     try:
@@ -78,6 +82,8 @@ def describe(err: BaseException) -> str:
     """One line for the user: the message of a :class:`ConfigError`/``ValueError``, else type and message."""
     if isinstance(err, InstantiationException) and err.__cause__ is not None:
         err = err.__cause__
+    if isinstance(err, ReportedOSError):
+        return str(err.strerror)
     if isinstance(err, OSError) and err.errno == errno.ENOSPC:
         where = f" writing {err.filename}" if err.filename else ""
         return f"the disk is full{where}: free space or point cache_dir / hydra.run.dir at another disk"

@@ -278,9 +278,16 @@ def evaluate_grid_point(
         point.model.name, bundle.name, bundle.num_classes, len(bundle.train), bundle.image_size,
         regime.name, regime.q, point.seed, point.device,
     )  # fmt: skip
-    result = fit(
-        model, bundle.train.images, train_labels, regime, device=point.device, seed=point.seed, store=store
-    )
+    with store.exclusive():  # a second process on the same config waits, then reuses the checkpoint
+        result = fit(
+            model,
+            bundle.train.images,
+            train_labels,
+            regime,
+            device=point.device,
+            seed=point.seed,
+            store=store,
+        )
     values.update(
         {
             "time/train_s": round(result.seconds, 3),

@@ -220,3 +220,37 @@ def test_same_config_hash_is_a_duplicate_whatever_the_overrides(tmp_path: Path) 
     sweep = load_sweep(root)
     assert sorted(sweep.complete["run_dir"]) == ["b/0", "b/1"]  # h2 differs in config (e.g. attack eps)
     assert [(p.run_dir, p.kind) for p in sweep.problems] == [("a/0", "duplicate")]
+
+
+def test_non_numeric_result_values_are_reported(tmp_path: Path) -> None:
+    root = tmp_path / "sweep"
+    write_job(root / "0", _complete(seed=0), overrides=["seed=0"])
+    write_job(root / "1", _complete(seed=1, **{f"attack/{ATTACK}/acc": "oops"}), overrides=["seed=1"])
+    write_job(
+        root / "2",
+        _complete(seed=2, **{"metric/fisher/not_applicable": "no rule for Foo"}),
+        overrides=["seed=2"],
+    )
+    sweep = load_sweep(root)
+    problems = [(p.run_dir, p.kind, p.detail) for p in sweep.problems if p.kind == "non_numeric"]
+    assert problems == [
+        ("1", "non_numeric", f"is not a number (read as missing): attack/{ATTACK}/acc='oops'")
+    ]
+    values = sweep.complete.set_index("run_dir")[f"attack/{ATTACK}/acc"]
+    assert values["0"] == 0.3 and values["1"] != values["1"]  # NaN, and said so
+
+
+def test_non_numeric_per_sample_values_warn(tmp_path: Path) -> None:
+    from robustdiag.analysis.per_sample import load_per_sample
+
+    path = tmp_path / "per_sample.csv"
+    path.write_text("index,y,correct,metric/fisher/lambda\n0,1,True,0.5\n1,0,False,abc\n")
+    with pytest.warns(
+        UserWarning, match=r"metric/fisher/lambda has 1 value\(s\) that are not numbers \(e.g. 'abc'\)"
+    ):
+        table = load_per_sample(path)
+    assert table is not None and table["metric/fisher/lambda"].tolist()[0] == 0.5
+    assert table["metric/fisher/lambda"].isna().tolist() == [False, True]
+    path.write_text("")  # truncated to nothing
+    with pytest.warns(UserWarning, match="unreadable"):
+        assert load_per_sample(path) is None

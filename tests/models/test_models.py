@@ -63,3 +63,47 @@ def test_channel_mismatch_is_reported() -> None:
 def test_image_size_too_small_for_model_is_reported() -> None:
     with pytest.raises(ValueError, match="cannot take"):
         _build("test_vit", size=8, kwargs={"patch_size": 16, "img_size": 8})
+
+
+def test_feature_models_are_refused() -> None:
+    with pytest.raises(ValueError, match="not a logits tensor"):
+        _build("test_resnet", size=16, kwargs={"features_only": True})
+
+
+def test_explicit_stem_adaptation_that_breaks_says_so() -> None:
+    with pytest.raises(ValueError, match="Set model.small_input_stem=false") as err:
+        _build("levit_128s", size=32, small_input_stem=True)
+    assert "small_input_stem=true breaks" in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["repvgg_a0", "mobileone_s0"])
+def test_multi_branch_stems_are_adapted_on_every_branch(name: str) -> None:
+    model = _build(name, size=32)
+    stem = [
+        m for n, m in model.net.named_modules() if n.startswith("stem") and isinstance(m, torch.nn.Conv2d)
+    ]
+    assert stem and all(conv.stride == (1, 1) for conv in stem[:2])  # both branches of the first block
+    assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_an_automatic_adaptation_that_does_not_fit_falls_back_to_the_models_own_stem(caplog) -> None:
+    from robustdiag import models
+
+    def break_it(net):  # an adaptation that makes the forward fail
+        net.pretrained_cfg = {}
+        net.forward = lambda x: (_ for _ in ()).throw(RuntimeError("shape mismatch"))
+        return ["stem: broken"]
+
+    original = models.adapt_small_input_stem
+    models.adapt_small_input_stem = break_it
+    try:
+        model = _build("test_resnet", size=16)
+    finally:
+        models.adapt_small_input_stem = original
+    assert model(torch.rand(2, 3, 16, 16)).shape == (2, 10)
+    assert "keeping its own stem" in caplog.text
+
+
+def test_patch_models_get_the_image_size() -> None:
+    for name in ("deit_tiny_patch16_224", "levit_128s"):
+        assert _build(name, size=32)(torch.rand(2, 3, 32, 32)).shape == (2, 10)

@@ -1,4 +1,5 @@
 import functools
+from pathlib import Path
 
 import pytest
 import torch
@@ -185,3 +186,58 @@ def test_pgd_adversarial_training_gives_a_more_robust_model() -> None:
         fit(model, images, labels, regime, device=torch.device("cpu"), seed=0)
         accuracies[name] = evaluate_attack(attack, model.eval(), x, y, batch_size=256, seed=0).acc
     assert accuracies["adversarial"] > accuracies["standard"] + 0.05, accuracies
+
+
+def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch) -> None:
+    from robustdiag.errors import describe
+    from robustdiag.train import checkpoints
+    from robustdiag.train.checkpoints import CheckpointStore, CheckpointWriteError
+
+    store = CheckpointStore(tmp_path / "ckpt")
+    store.save({"model": {"w": torch.ones(2)}, "epoch": 1})
+    good = store.path.read_bytes()
+
+    def full_disk_save(state, path):  # what torch does when the disk fills: half a file, then an error
+        Path(path).write_bytes(b"PK\x03\x04 half a zip")
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc:858] . PytorchStreamWriter failed writing file"
+        )
+
+    monkeypatch.setattr(checkpoints.torch, "save", full_disk_save)
+    monkeypatch.setattr(checkpoints, "_disk_full", lambda root, err: True)
+    with pytest.raises(CheckpointWriteError) as err:
+        store.save({"model": {"w": torch.zeros(2)}, "epoch": 2})
+    message = describe(err.value)
+    assert (
+        "the disk is full" in message
+        and "the previous checkpoint is kept" in message
+        and "cache_dir" in message
+    )
+    assert store.path.read_bytes() == good  # the previous checkpoint survives
+    assert sorted(p.name for p in store.root.iterdir()) == ["last.pt"]  # no temporary file left behind
+
+
+def test_two_processes_on_one_configuration_take_turns(tmp_path) -> None:
+    import threading
+    import time
+
+    from robustdiag.train.checkpoints import CheckpointStore
+
+    events: list[str] = []
+    first_holds = threading.Event()
+
+    def train(name: str, hold: float) -> None:
+        with CheckpointStore(tmp_path / "ckpt").exclusive():  # a separate lock file handle, like a process
+            events.append(f"{name} start")
+            first_holds.set()
+            time.sleep(hold)
+            events.append(f"{name} end")
+
+    first = threading.Thread(target=train, args=("first", 0.5))
+    first.start()
+    first_holds.wait()
+    second = threading.Thread(target=train, args=("second", 0.0))
+    second.start()
+    first.join()
+    second.join()
+    assert events == ["first start", "first end", "second start", "second end"]

@@ -19,6 +19,7 @@ intervals resample whole runs, as the samples of one run are not independent.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -39,11 +40,34 @@ def per_sample_columns(column: str) -> bool:
 
 
 def load_per_sample(path: Path) -> pd.DataFrame | None:
-    """Read the needed columns of one per_sample.csv; None when absent or unreadable."""
-    try:
-        return pd.read_csv(path, usecols=per_sample_columns)
-    except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
+    """Read the needed columns of one per_sample.csv; None (with a warning) when it cannot be read.
+
+    Text in a column that must hold numbers (a hand-edited or foreign file) is read as missing, with a
+    warning that names the file, the column and an example value."""
+    if not Path(path).exists():
         return None
+    try:
+        table = pd.read_csv(path, usecols=per_sample_columns)
+    except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        warnings.warn(
+            f"{path}: unreadable ({type(err).__name__}: {err}); this run's per-sample analyses are skipped",
+            stacklevel=2,
+        )
+        return None
+    for column in table.columns:
+        numeric = pd.api.types.is_numeric_dtype(table[column]) or pd.api.types.is_bool_dtype(table[column])
+        if numeric or column == CORRECT or _ROBUST.match(column):
+            continue  # numbers already, or flags (True/False text is read by flag_values)
+        numbers = pd.to_numeric(table[column], errors="coerce")
+        bad = table[column][numbers.isna() & table[column].notna()]
+        if len(bad):
+            warnings.warn(
+                f"{path}: column {column} has {len(bad)} value(s) that are not numbers (e.g. {bad.iloc[0]!r}); "
+                "read as missing",
+                stacklevel=2,
+            )
+        table[column] = numbers
+    return table
 
 
 def score_columns(table: pd.DataFrame) -> list[str]:

@@ -24,6 +24,7 @@ from robustdiag.records.schema import (
     COMPLETE,
     FAILED,
     IDENTITY_KEYS,
+    NOT_APPLICABLE_STAT,
     RUNNING,
     is_set_aside,
     missing_files,
@@ -47,6 +48,7 @@ PROBLEM_KINDS: dict[str, str] = {
     "missing_files": "record marked complete whose listed tables are not on disk (killed while writing; rerun it)",
     "missing_keys": "complete record lacking keys that other records have (kept; NaN where missing)",
     "duplicate": "complete record of a grid point that has a newer complete record (left out)",
+    "non_numeric": "complete record with result values that are not numbers (read as missing)",
 }
 
 SWEEP_LAYOUT_HELP = (
@@ -283,6 +285,33 @@ def display_value(value: object) -> str:
     return str(value)
 
 
+def _is_number(value: object) -> bool:
+    if value is None or isinstance(value, bool | int | float):
+        return True
+    try:
+        float(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+def _non_numeric_problems(records: Mapping[str, Mapping[str, object]]) -> list[Problem]:
+    """Result keys holding text that is not a number (hand-edited or foreign records): named, read as NaN."""
+    problems = []
+    for run_dir, record in records.items():
+        bad = [
+            f"{key}={value!r}"
+            for key, value in record.items()
+            if key.startswith(RESULT_PREFIXES)
+            and not key.endswith(f"/{NOT_APPLICABLE_STAT}")
+            and not _is_number(value)
+        ]
+        if bad:
+            shown = ", ".join(bad[:5]) + (f" (+{len(bad) - 5} more)" if len(bad) > 5 else "")
+            problems.append(Problem(run_dir, "non_numeric", f"is not a number (read as missing): {shown}"))
+    return problems
+
+
 def _missing_key_problems(records: Mapping[str, Mapping[str, object]]) -> list[Problem]:
     """Complete records that lack identity keys, or result keys other complete records have."""
     result_keys: set[str] = set()
@@ -392,6 +421,7 @@ def load_sweep(root: Path, *, exclude: Path | None = None) -> Sweep:
             detail = f"no {RECORD_FILE}" + last_log_line(job_dir)
             problems.append(Problem(_relative(job_dir, root), "missing", detail))
     problems.extend(_missing_key_problems(complete_records))
+    problems.extend(_non_numeric_problems(complete_records))
     grid_problems, n_expected, notes = _grid_problems(root, job_dirs, exclude)
     problems.extend(grid_problems)
 

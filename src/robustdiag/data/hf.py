@@ -349,6 +349,11 @@ class HFImageSource:
         for key, value in (("mean", mean), ("std", std)):
             if value is not None:
                 check_pixel_stats(key, value)
+                if channels and len(value) != channels:
+                    raise ValueError(
+                        f"data.{key}={[float(v) for v in value]} needs {channels} values (one per channel, "
+                        f"data.channels={channels})"
+                    )
         self.name = name
         self.num_classes = num_classes
         self.hub_id = hub_id
@@ -506,6 +511,26 @@ class HFImageSource:
             splits, names = read_cifar(*cifar, self.label_column)
             arrays = {split: _ArraySplit(*value) for split, value in splits.items()}
             return self._pick(arrays, self.train_split, "train_split"), self._pick_test(arrays), names
+        try:
+            loaded = self._load_local(path)
+        except Exception as err:  # datasets/pyarrow raise their own types for unreadable files
+            if str(err).startswith("data.path="):
+                raise
+            raise ValueError(
+                f"data.path={str(path)!r} cannot be read as a dataset ({type(err).__name__}: "
+                f"{' '.join(str(err).split())[:300]}); check the files (re-download or re-export them)"
+            ) from err
+        if isinstance(loaded, datasets.Dataset):
+            loaded = datasets.DatasetDict({self.train_split: loaded})
+        splits = dict(loaded.items())
+        train_ds = self._pick(splits, self.train_split, "train_split")
+        test_ds = self._pick_test(splits)
+        return self._hf_splits(train_ds, test_ds)
+
+    def _load_local(self, path: pathlib.Path) -> Any:
+        """``datasets`` reading a saved dataset, a parquet/arrow file, an image folder or parquet files."""
+        import datasets
+
         if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
             loaded = datasets.load_from_disk(str(path))
         elif path.is_file():
@@ -522,12 +547,7 @@ class HFImageSource:
             loaded = datasets.load_dataset(
                 str(path), cache_dir=self.hf_cache_dir
             )  # image folder or parquet files
-        if isinstance(loaded, datasets.Dataset):
-            loaded = datasets.DatasetDict({self.train_split: loaded})
-        splits = dict(loaded.items())
-        train_ds = self._pick(splits, self.train_split, "train_split")
-        test_ds = self._pick_test(splits)
-        return self._hf_splits(train_ds, test_ds)
+        return loaded
 
     def _open_hub(self) -> tuple[_Split, _Split | None, list[str] | None]:
         import datasets
