@@ -113,3 +113,17 @@ def test_batchnorm_without_running_stats_is_not_folded() -> None:
     with pytest.warns(UserWarning, match="no running statistics"):
         layers = discover_layers(net)
     assert layers[0].bn is None
+
+
+def test_levit_batchnorm1d_after_a_flatten_is_folded() -> None:
+    """LeViT's LinearNorm is bn(linear(x).flatten(0, 1)).reshape_as(...): the BN is per output feature."""
+    import timm
+
+    from robustdiag.metrics.path_layers import discover_layers
+
+    net = timm.create_model("levit_128s", num_classes=10, img_size=32).eval()
+    layers = discover_layers(net)
+    linears = [
+        layer for layer in layers if isinstance(layer.module, torch.nn.Linear) and "head" not in layer.name
+    ]
+    assert linears and all(layer.bn_name == layer.name.rsplit(".", 1)[0] + ".bn" for layer in linears)

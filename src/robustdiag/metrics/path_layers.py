@@ -19,6 +19,7 @@ contributions sum to the true pre-activation (BN's affine part; a fused activati
 from __future__ import annotations
 
 import fnmatch
+import logging
 import math
 import re
 import warnings
@@ -29,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+
+log = logging.getLogger(__name__)
 
 SUPPORTED_LAYERS: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear)
 REGEX_PREFIX = "re:"  # a `layers` pattern starting with this is a regular expression, else a glob
@@ -173,6 +176,25 @@ class _LeafTracer(torch.fx.Tracer):
         )
 
 
+def _shape_reference(node: torch.fx.Node, source: torch.fx.Node) -> bool:
+    """``t.reshape_as(source)`` (or view_as/expand_as) that uses ``source`` only for its shape."""
+    return (
+        node.op == "call_method"
+        and node.target in ("reshape_as", "view_as", "expand_as")
+        and node.args[1:2] == (source,)
+        and node.args[0] is not source
+    )
+
+
+def _merges_leading_dims(node: torch.fx.Node, source: torch.fx.Node) -> bool:
+    """``source.flatten(0, k)`` with a literal k >= 0: merges batch/token dims, keeps the feature dim last."""
+    if node.op != "call_method" or node.target != "flatten" or node.args[:1] != (source,):
+        return False
+    start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
+    end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
+    return start == 0 and isinstance(end, int) and end >= 0
+
+
 def _bn_pairs_by_fx(net: nn.Module) -> dict[str, str] | None:
     """``{layer name: bn name}`` from the traced graph, or None when the model does not trace."""
     try:
@@ -186,9 +208,15 @@ def _bn_pairs_by_fx(net: nn.Module) -> dict[str, str] | None:
     for node in graph.nodes:
         if node.op != "call_module" or not isinstance(modules.get(node.target), SUPPORTED_LAYERS):
             continue
-        users = list(node.users)
+        source, users = node, list(node.users)
+        if isinstance(
+            modules[node.target], nn.Linear
+        ):  # LeViT: y = linear(x); bn(y.flatten(0, 1)).reshape_as(y)
+            users = [u for u in users if not _shape_reference(u, source)]
+            while len(users) == 1 and _merges_leading_dims(users[0], source):
+                source, users = users[0], list(users[0].users)
         bn_name = None
-        if len(users) == 1 and users[0].op == "call_module" and users[0].args[:1] == (node,):
+        if len(users) == 1 and users[0].op == "call_module" and users[0].args[:1] == (source,):
             candidate = str(users[0].target)
             if _pairs_layer_with_bn(modules[node.target], modules.get(candidate)):
                 bn_name = candidate
@@ -279,4 +307,16 @@ def discover_layers(model: nn.Module, layers: Sequence[str] | None = None) -> li
         if bn is not None and not _foldable(bn, bn_name):
             bn, bn_name = None, None
         probes.append(ProbeLayer(name=name, module=candidates[name], bn=bn, bn_name=bn_name))
+    folded = {p.bn_name for p in probes if p.bn_name}
+    unfolded = [
+        n
+        for n, m in modules.items()
+        if isinstance(m, _BatchNorm) and n not in folded and n not in set(pairs.values())
+    ]
+    if unfolded:
+        log.info(
+            "path separation: %d BatchNorm layer(s) do not directly follow a measured layer (e.g. %s; pre-activation "
+            "BN, or a BN after another op) and are not folded: edge contributions are before them",
+            len(unfolded), ", ".join(unfolded[:3]),
+        )  # fmt: skip
     return probes
