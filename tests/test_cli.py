@@ -124,7 +124,9 @@ def test_rerun_skips_complete_record_and_reuses_checkpoint(tmp_path: Path) -> No
     second = robustdiag(tmp_path, *args)
     assert second.returncode == 0
     assert "skipping" in second.stdout + second.stderr
-    third = robustdiag(tmp_path, *args[:-1], f"hydra.run.dir={tmp_path / 'run2'}")  # new dir, same model
+    third = robustdiag(  # new dir, recomputed (not copied from the first record): the model comes from the cache
+        tmp_path, *args[:-1], "skip_complete=false", f"hydra.run.dir={tmp_path / 'run2'}"
+    )
     record = records(tmp_path / "run2")[0]
     assert third.returncode == 0 and record["train/cached"] is True
 

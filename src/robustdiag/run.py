@@ -25,9 +25,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+import robustdiag
 from robustdiag.data import DataBundle, balanced_subset
 from robustdiag.errors import TRACEBACK_FILE
-from robustdiag.grid_point import GridPoint, build_grid_point, check_eval_settings
+from robustdiag.grid_point import GridPoint, build_grid_point, check_cache_dir, check_eval_settings
 from robustdiag.models import Classifier, build_model
 from robustdiag.records import (
     METRICS_FILE,
@@ -41,6 +42,8 @@ from robustdiag.records import (
     schema,
     write_table,
 )
+from robustdiag.records.index import REUSED_FROM_KEY, RecordIndex, code_identity, copy_record
+from robustdiag.records.provenance import git_commit
 from robustdiag.train import (
     CheckpointStore,
     NonFiniteLossError,
@@ -153,7 +156,16 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     if cfg.skip_complete and already_complete(out_dir, identity):
         log.info("%s already holds a complete record of this configuration: skipping", out_dir)
         return read_json(out_dir / METRICS_FILE)
+    code = code_identity(*git_commit(), robustdiag.__version__)
+    index = RecordIndex(check_cache_dir(cfg.cache_dir))
+    source = index.find(identity, code, exclude=out_dir) if cfg.skip_complete else None
     set_aside_other_config(out_dir, identity)
+    if source is not None:  # the same configuration, run by the same code, completed elsewhere
+        log.info(
+            "a complete record of this configuration (same code %s) is in %s: copied it here instead of "
+            "recomputing (skip_complete=false recomputes)", code, source,
+        )  # fmt: skip
+        return copy_record(source, out_dir, {REUSED_FROM_KEY: str(source), "run/reused_at": _now()})
     (out_dir / TRACEBACK_FILE).unlink(missing_ok=True)  # an earlier attempt's; this one writes its own
     record = RunRecord(out_dir)
     record.update({**identity_keys(cfg), "config/hash": identity, "run/started": _now()})
@@ -179,6 +191,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         files = write_tables(out_dir, tables)  # first: "complete" must mean every listed file is on disk
         record.update({**values, schema.FILES_KEY: schema.join_keys(files), "run/finished": _now()})
         record.complete()
+        index.add(identity, code, out_dir)
         mirror_to_wandb(wandb_logger, record.values, tables)
         failed = False
         log.info("done: %s", one_line_summary(record.values))
