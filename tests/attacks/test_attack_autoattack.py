@@ -80,3 +80,41 @@ def test_autoattack_with_three_classes_skips_dlr_with_a_warning() -> None:
         x_adv = attack(model, x, y)
     assert perturbation_norm(x_adv - x, "linf").max() <= 0.03 + 1e-6
     assert all(p.grad is None for p in model.parameters())  # FAB calls .backward(): parameters were frozen
+
+
+def test_autoattack_counts_its_model_calls_and_says_how_long_it_can_take(monkeypatch, caplog) -> None:
+    """Before: 20 samples of a tiny model ran for minutes with no sign of life. Now the log states the
+    worst-case number of model calls and its cost here, and a progress bar counts the calls."""
+    import logging
+
+    import pyautoattack
+
+    from robustdiag.attacks import autoattack
+
+    standard = pyautoattack.AutoAttack(mlp(10), norm="Linf", eps=8 / 255, version="standard", device="cpu")
+    planned = ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert autoattack.worst_case_calls(standard, planned) == 101 + 9 * 101 + 9 * 201 + 5001
+
+    counted = []
+
+    class Bar:
+        def __init__(self, *args, **kwargs) -> None:
+            self.n = 0
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            counted.append(self.n)
+
+        def update(self, n: int) -> None:
+            self.n += n
+
+    monkeypatch.setattr(autoattack, "progress", Bar)
+    model = mlp(10)
+    x, y = correctly_classified(model, 6)
+    attack = AutoAttack(eps=1e-6, version="custom", attacks=["apgd-ce"])  # nothing is fooled: worst case
+    with caplog.at_level(logging.INFO, logger="robustdiag.attacks.autoattack"):
+        attack(model, x, y, generator=torch.Generator().manual_seed(0))
+    assert "at most ~505 model calls" in caplog.text and "forward+backward" in caplog.text  # 5 restarts x 101
+    assert 450 <= counted[0] <= 520  # the bar saw every call

@@ -11,6 +11,8 @@ forward/backward passes per robust sample, i.e. two to three orders of magnitude
 from __future__ import annotations
 
 import importlib
+import logging
+import time
 import warnings
 from types import ModuleType
 from typing import Any
@@ -22,6 +24,9 @@ from robustdiag.attacks.geometry import canonical_norm
 from robustdiag.attacks.gradients import AttackReliabilityWarning, frozen_parameters, warn_if_training
 from robustdiag.attacks.pgd import check_attack_inputs
 from robustdiag.attacks.validation import check_eps
+from robustdiag.progress import progress
+
+log = logging.getLogger(__name__)
 
 INSTALL_HINT = 'pip install "robustdiag[autoattack]" (or: pip install pyautoattack)'
 VERSIONS: tuple[str, ...] = ("standard", "plus", "rand", "custom")
@@ -29,6 +34,41 @@ SUB_ATTACKS: tuple[str, ...] = ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t"
 _PACKAGE_NORM = {"linf": "Linf", "l2": "L2", "l1": "L1"}  # pyautoattack's spelling
 _MAX_TARGETS = 9  # target classes of APGD-T and FAB-T in the standard version
 _DLR_ATTACKS = ("apgd-dlr", "apgd-t")  # DLR needs 3 classes, its targeted form 4
+_STANDARD = {
+    "standard": ["apgd-ce", "apgd-t", "fab-t", "square"],
+    "plus": ["apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"],
+    "rand": ["apgd-ce", "apgd-dlr"],
+}
+
+
+class _CountingModel(nn.Module):
+    """The model, advancing a progress bar by one per call (AutoAttack's unit of work)."""
+
+    def __init__(self, model: nn.Module, bar: Any) -> None:
+        super().__init__()
+        self.model, self.bar = model, bar
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, K)
+        self.bar.update(1)
+        return self.model(x)
+
+
+def worst_case_calls(runner: Any, attacks: list[str]) -> int:
+    """Model calls AutoAttack makes on a batch in which no sample is ever fooled (from the runner's settings).
+
+    APGD: restarts x (iterations + 1), per target class for APGD-T; FAB: restarts x (2 iterations + 1)
+    (logits, then their gradients), per target for FAB-T; Square: restarts x (queries + 1). An upper-bound
+    estimate for the progress bar and the log, not a contract."""
+    apgd, apgd_t, fab, square = runner.apgd, runner.apgd_targeted, runner.fab, runner.square
+    calls = {
+        "apgd-ce": apgd.n_restarts * (apgd.n_iter + 1),
+        "apgd-dlr": apgd.n_restarts * (apgd.n_iter + 1),
+        "apgd-t": apgd_t.n_target_classes * apgd_t.n_restarts * (apgd_t.n_iter + 1),
+        "fab": fab.n_restarts * (2 * fab.n_iter + 1),
+        "fab-t": fab.n_target_classes * fab.n_restarts * (2 * fab.n_iter + 1),
+        "square": square.n_restarts * (square.n_queries + 1),
+    }
+    return sum(calls[a] for a in attacks)
 
 
 def import_pyautoattack() -> ModuleType:
@@ -116,8 +156,56 @@ class AutoAttack:
             )
             runner.verbose = False
             self._fit_to_classes(runner, num_classes)
-            x_adv, _ = runner.run_standard_evaluation(x, y, batch_size=x.shape[0])
+            planned = list(self.attacks or runner.attacks_to_run or _STANDARD.get(self.version, []))
+            budget = worst_case_calls(runner, planned)
+            square_calls = worst_case_calls(runner, ["square"]) if "square" in planned else 0
+            self._log_estimate(model, x, y, budget, square_calls, planned)
+            with progress(
+                range(budget), desc=f"{self.name} ({len(x)} samples)", total=budget, unit="call"
+            ) as bar:
+                runner.model = _CountingModel(model, bar)
+                for attack in (runner.apgd, runner.apgd_targeted, runner.fab, runner.square):
+                    for attribute in ("model", "predict"):  # the package keeps the model under either name
+                        if hasattr(attack, attribute):
+                            setattr(attack, attribute, runner.model)
+                x_adv, _ = runner.run_standard_evaluation(x, y, batch_size=x.shape[0])
         return x_adv.detach()
+
+    def _log_estimate(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        budget: int,
+        queries: int,
+        planned: list[str],
+    ) -> None:
+        """Say, before starting, how long AutoAttack can take here: worst-case calls x measured call costs."""
+        probe = x[: min(len(x), 256)]
+        scale = max(1.0, len(x) / len(probe))
+
+        def gradient_call() -> None:
+            with torch.enable_grad():
+                p = probe.clone().requires_grad_(True)
+                torch.nn.functional.cross_entropy(model(p), y[: len(p)]).backward()
+
+        def forward_call() -> None:
+            with torch.no_grad():
+                model(probe)
+
+        timings = []
+        for call in (gradient_call, gradient_call, forward_call):  # the first call warms up
+            start = time.perf_counter()
+            call()
+            timings.append((time.perf_counter() - start) * scale)
+        # Square's queries need no gradient
+        seconds = (budget - queries) * timings[1] + queries * timings[2]
+        log.info(
+            "%s (%s: %s) on %d samples: at most ~%d model calls, ~%.0f s on this machine if no sample is fooled "
+            "early (forward+backward %.1f ms, forward %.1f ms); fooled samples drop out, so undefended models "
+            "finish far sooner", self.name, self.version, ", ".join(planned), len(x), budget, seconds,
+            timings[1] * 1e3, timings[2] * 1e3,
+        )  # fmt: skip
 
     def _seed_from(self, generator: torch.Generator | None) -> int:
         """The package's seed: drawn from ``generator`` when given, else the configured one."""
