@@ -130,6 +130,28 @@ def test_tiny_multirun_through_submitit(tmp_path: Path, slurm_env: dict[str, str
     assert len(list((sweep / ".submitit").glob("*_*/*_result.pkl"))) == 2
 
 
+@pytest.mark.parametrize("preset", ["slurm", "slurm_gpu"])
+def test_every_launcher_preset_submits_on_the_real_cluster(
+    tmp_path: Path, slurm_env: dict[str, str], preset: str
+) -> None:
+    """The user-facing presets as written (not only slurm_local), shrunk to the test node's size: before,
+    an escaped shell variable in their setup lines crashed them wherever sbatch existed."""
+    cmd = [
+        sys.executable, str(TINY_APP), "-m", f"hydra.searchpath=[file://{REPO / 'conf'}]",
+        f"hydra/launcher={preset}", f"cache_dir={tmp_path / 'cache'}", "x=3", "epoch_s=0.1",
+        "hydra.launcher.partition=debug", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
+        "hydra.launcher.timeout_min=5", "hydra.launcher.gpus_per_node=null", f"hydra.launcher.name=rd-{preset}",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=tmp_path, env=slurm_env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep = only_sweep_dir(tmp_path)
+    assert record(sweep / "0").get("status") == "complete"
+    (script,) = list((sweep / ".submitit").glob("*/*_submission.sh"))
+    assert (
+        "#SBATCH --requeue" in script.read_text() and f"#SBATCH --job-name=rd-{preset}" in script.read_text()
+    )
+
+
 def test_tiny_killed_sweep_resumes_on_relaunch_into_the_same_dir(
     tmp_path: Path, slurm_env: dict[str, str]
 ) -> None:
