@@ -453,3 +453,16 @@ def test_robustdiag_refuses_oversized_grid_and_missing_sbatch(tmp_path: Path) ->
     assert no_sbatch.returncode != 0
     assert "hydra/launcher=slurm submits jobs to Slurm" in no_sbatch.stderr, no_sbatch.stderr[-2000:]
     assert not (tmp_path / "multirun").exists()
+
+
+def test_output_dirs_that_cannot_be_created_are_refused_before_hydra_tries(tmp_path: Path) -> None:
+    from robustdiag.launch import SweepError, check_output_dir
+
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(SweepError, match="is a file, not a folder; choose another hydra.run.dir"):
+        check_output_dir(str(a_file / "run"), "hydra.run.dir")
+    with pytest.raises(SweepError, match="cannot be created"):
+        check_output_dir("/proc/robustdiag-out/run", "hydra.sweep.dir")  # not creatable, even by root
+    check_output_dir(str(tmp_path / "new" / "deep"), "hydra.run.dir")
+    assert not (tmp_path / "new").exists()  # the trial leaves nothing behind

@@ -136,3 +136,29 @@ def test_optimized_metric_is_returned_or_refused_with_close_keys() -> None:
         optimized_value(record, "attack/pgd_lnf/acc")
     with pytest.raises(ValueError, match="not a number"):
         optimized_value(record, "status")
+
+
+def test_a_record_write_that_fails_keeps_the_previous_record(tmp_path, monkeypatch) -> None:
+    """Disk full while writing metrics.json: the previous good file survives, no temporary file stays."""
+    import errno
+    import json
+    from pathlib import Path
+
+    from robustdiag.errors import describe
+    from robustdiag.records import write_json_atomic
+
+    target = tmp_path / "metrics.json"
+    write_json_atomic(target, {"status": "complete", "x": 1})
+    original = Path.write_text
+
+    def full(self, *args, **kwargs):
+        original(self, '{"half', encoding="utf-8")
+        raise OSError(errno.ENOSPC, "No space left on device", str(self))
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(OSError) as err:
+        write_json_atomic(target, {"status": "running", "x": 2})
+    monkeypatch.undo()
+    assert json.loads(target.read_text()) == {"status": "complete", "x": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+    assert describe(err.value).startswith("the disk is full")

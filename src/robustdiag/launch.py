@@ -196,6 +196,26 @@ def check_sbatch(launcher_target: str | None, launcher_choice: str | None = None
     )
 
 
+def check_output_dir(path: str, key: str) -> None:
+    """Raise ``SweepError`` when the run/sweep folder cannot be created or written (before Hydra tries)."""
+    folder = Path(path).expanduser()
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise SweepError(f"{key}={path!r}: {existing} is a file, not a folder; choose another {key}")
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)  # a trial: what it creates is removed again below
+    except OSError as err:
+        raise SweepError(
+            f"{key}={path!r} cannot be created ({err.strerror}); choose a writable {key}"
+        ) from None
+    writable = os.access(folder, os.W_OK | os.X_OK)
+    for created in missing:  # deepest first: leave nothing behind (Hydra creates it when it launches)
+        created.rmdir()
+    if not writable:
+        raise SweepError(f"{key}={path!r} is not writable; choose a writable {key}")
+
+
 class SweepGuard(Callback):
     """Hydra callback: refuse a multirun that cannot reach Slurm or exceeds ``max_jobs`` grid points.
 
@@ -221,6 +241,13 @@ class SweepGuard(Callback):
         # refused sweep ends the process here, before the sweeper has created anything.
         try:
             self.check(config)
+            check_output_dir(str(OmegaConf.select(config, "hydra.sweep.dir")), "hydra.sweep.dir")
+        except SweepError as err:
+            raise SystemExit(f"robustdiag: error: {err}") from err
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            check_output_dir(str(OmegaConf.select(config, "hydra.run.dir")), "hydra.run.dir")
         except SweepError as err:
             raise SystemExit(f"robustdiag: error: {err}") from err
 
