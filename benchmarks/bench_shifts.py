@@ -2,7 +2,7 @@
 
 For each corruption, images/s of the batched torch implementation (``robustdiag.shifts``, one call per
 batch, generator on the device; on CUDA also with the default CPU generator of ``apply_shift``) against
-the same corruption done one image at a time by ``robustdiag.shifts.reference`` (NumPy/SciPy/Pillow
+the same corruption done one image at a time by ``tests/shifts/reference.py`` (NumPy/SciPy/Pillow
 re-implementations of Hendrycks & Dietterich's per-image code, drawing their own random numbers). The
 ``imagecorruptions`` package is the usual per-image reference, but it does not import with current
 setuptools/scikit-image (``pkg_resources`` and ``multichannel`` are gone); the JSON records the reason.
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,10 +29,13 @@ import scipy
 import torch
 import torch.nn.functional as F
 
-from common import machine, pick_device, sync
+from common import REPO, machine, pick_device, sync
 from robustdiag.records.provenance import git_commit
 from robustdiag.shifts import CORRUPTIONS, apply_shift
-from robustdiag.shifts.reference import REFERENCES
+
+# The per-image NumPy/PIL references live with the tests that check every batched corruption against them.
+sys.path.insert(0, str(REPO / "tests" / "shifts"))
+from reference import REFERENCES  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -158,7 +162,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             "scipy": scipy.__version__,
             "pillow": PIL.__version__,
         },
-        "reference": "robustdiag.shifts.reference (per image, NumPy/SciPy/Pillow)",
+        "reference": "tests/shifts/reference.py (per image, NumPy/SciPy/Pillow)",
         "imagecorruptions": imagecorruptions_status(),
         "results": results,
         "speedup_median": statistics.median(speedups),

@@ -5,10 +5,14 @@ Benchmarks are scripts (``python benchmarks/bench_x.py``), so this module is imp
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from robustdiag.grid_point import resolve_device
 from robustdiag.records.provenance import git_commit, hardware
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def pick_device(name: str) -> torch.device:

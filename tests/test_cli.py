@@ -85,7 +85,7 @@ def test_quickstart_sweep_end_to_end(tmp_path: Path) -> None:
 
 def check_wandb_offline_files(sweep: Path) -> None:
     """The quickstart logs W&B offline: one run per grid point plus one analysis run, same group."""
-    from robustdiag.analysis.wandb_offline import find_offline_runs, read_offline_run
+    from wandb_offline import find_offline_runs, read_offline_run
 
     runs = [read_offline_run(path) for path in find_offline_runs(sweep)]
     grid = [r for r in runs if r.run.get("job_type") == "grid-point"]

@@ -260,9 +260,8 @@ class SweepGuard(Callback):
         )
         if OmegaConf.select(hydra_cfg, "sweeper._target_") != BASIC_SWEEPER_TARGET:
             return
-        task = OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)
-        params_node = OmegaConf.select(hydra_cfg, "sweeper.params")
-        params = OmegaConf.to_container(params_node, resolve=True) if params_node is not None else {}
+        task = _strings(hydra_cfg.overrides.task)
+        params = _params(OmegaConf.select(hydra_cfg, "sweeper.params"))
         dims = grid_dimensions(task, params, _active_config_loader())
         check_grid_size(dims, self.max_jobs, self.max_jobs_key)
         for line in estimate_lines(grid_size(dims), self.minutes):
@@ -294,18 +293,30 @@ def _active_config_loader() -> Any:
 # --------------------------------------------------------------------------- sbatch job arrays
 
 
+def _strings(node: Any) -> list[str]:
+    """A list node of overrides as plain strings."""
+    values = OmegaConf.to_container(node, resolve=False) if node is not None else []
+    return [str(v) for v in values] if isinstance(values, list) else []
+
+
+def _params(node: Any) -> dict[str, Any]:
+    """``hydra.sweeper.params`` as a plain dict (empty when unset)."""
+    values = OmegaConf.to_container(node, resolve=True) if node is not None else {}
+    return {str(k): v for k, v in values.items()} if isinstance(values, dict) else {}
+
+
 def format_index_ranges(indices: Sequence[int]) -> str:
     """``[0, 1, 2, 5, 7, 8]`` -> ``"0-2,5,7-8"`` (the ``sbatch --array`` syntax)."""
     parts: list[str] = []
     ordered = sorted(set(indices))
-    start = prev = None
-    for i in [*ordered, None]:
-        if start is not None and (i is None or i != prev + 1):
-            parts.append(str(start) if start == prev else f"{start}-{prev}")
-            start = None
-        if i is not None and start is None:
-            start = i
-        prev = i
+    runs: list[list[int]] = []  # consecutive runs
+    for i in ordered:
+        if runs and i == runs[-1][-1] + 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    for run in runs:
+        parts.append(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}")
     return ",".join(parts)
 
 
@@ -367,17 +378,12 @@ def grid_lines(cfg: DictConfig, max_jobs: int | None) -> list[list[str]]:
     command-line hydra overrides plus one grid point's task overrides, which is what each job of
     ``robustdiag -m`` receives. The size limit is ``max_jobs`` if given, else the configured
     ``SweepGuard``'s."""
-    task = OmegaConf.to_container(cfg.hydra.overrides.task, resolve=False)
-    hydra_overrides = [
-        o
-        for o in OmegaConf.to_container(cfg.hydra.overrides.hydra, resolve=False)
-        if not o.startswith("hydra.mode=")
-    ]
+    task = _strings(cfg.hydra.overrides.task)
+    hydra_overrides = [o for o in _strings(cfg.hydra.overrides.hydra) if not o.startswith("hydra.mode=")]
     swept_hydra = [o.input_line for o in parse_sweep(hydra_overrides) if o.is_sweep_override()]
     if swept_hydra:
         raise SweepError(f"cannot sweep hydra settings in a job array: {swept_hydra}")
-    params_node = OmegaConf.select(cfg, "hydra.sweeper.params")
-    params = OmegaConf.to_container(params_node, resolve=True) if params_node is not None else {}
+    params = _params(OmegaConf.select(cfg, "hydra.sweeper.params"))
     loader = _active_config_loader()
     guard = _guard_of(cfg) or SweepGuard()
     if max_jobs is not None:

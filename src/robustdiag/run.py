@@ -8,6 +8,7 @@ recomputed under shift, on the same samples.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -17,7 +18,7 @@ from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -54,7 +55,16 @@ from robustdiag.train import (
     predict_logits,
 )
 from robustdiag.train.regime import labels_kind
-from robustdiag.types import Attack, EvalContext, EvalSet, Metric, MetricNotApplicable, MetricResult, Shift
+from robustdiag.types import (
+    Attack,
+    EvalContext,
+    EvalSet,
+    Metric,
+    MetricNotApplicable,
+    MetricResult,
+    Shift,
+    share_work,
+)
 
 log = logging.getLogger("robustdiag")
 
@@ -152,10 +162,10 @@ def set_aside_other_config(out_dir: Path, identity: str) -> Path | None:
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Run one grid point, writing its record into ``out_dir``. Returns the flat record."""
     check_eval_settings(cfg)  # the identity keys below need an integer seed
-    identity = config_hash(cfg, tuple(k for k in cfg if k not in NOT_IDENTITY))
+    identity = config_hash(cfg, tuple(str(k) for k in cfg if k not in NOT_IDENTITY))
     if cfg.skip_complete and already_complete(out_dir, identity):
         log.info("%s already holds a complete record of this configuration: skipping", out_dir)
-        return read_json(out_dir / METRICS_FILE)
+        return read_json(out_dir / METRICS_FILE) or {}
     code = code_identity(*git_commit(), robustdiag.__version__)
     index = RecordIndex(check_cache_dir(cfg.cache_dir))
     source = index.find(identity, code, exclude=out_dir) if cfg.skip_complete else None
@@ -181,7 +191,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     failed = True
     try:
         wandb_logger.start(
-            config=OmegaConf.to_container(cfg, resolve=True),
+            config=_plain_dict(cfg),
             name=f"{cfg.model.name}-{cfg.train.name}-q{cfg.train.q:g}-s{cfg.seed}",
             group=_group_name(out_dir),
             directory=out_dir,
@@ -210,7 +220,7 @@ def launcher_jobs() -> int:
 
     if not HydraConfig.initialized():
         return 1
-    n_jobs = OmegaConf.select(HydraConfig.get(), "launcher.n_jobs", default=None)
+    n_jobs = OmegaConf.select(cast(DictConfig, HydraConfig.get()), "launcher.n_jobs", default=None)
     if n_jobs is None:
         return 1
     return available_cores() if int(n_jobs) < 0 else max(1, int(n_jobs))
@@ -409,20 +419,22 @@ def evaluate_model(
     values["eval/clean_acc"] = float((pred == test.y).float().mean())
     fooled = run_attacks(point.attacks, model, test, point.eval.batch_size, point.seed, values, tables)
     metrics = point.metrics
+    share_work(metrics.values())  # e.g. path separation variants ride on one forward pass
     values.update(declared_roles(metrics.values()))
-    base = dict(
+    clean_ctx = EvalContext(
         model=model,
+        data=test,
         num_classes=bundle.num_classes,
         batch_size=point.eval.batch_size,
         seed=point.seed,
+        logits=logits,
         train_data=train,
         attack_fooled=fooled,
         input_mean=tuple(bundle.mean),
         input_std=tuple(bundle.std),
     )
-    clean_ctx = EvalContext(data=test, logits=logits, **base)
     clean_scalars = run_metrics(metrics, clean_ctx, "clean", values, tables)
-    run_shifts(point.shifts, model, test, metrics, base, clean_scalars, values, tables)
+    run_shifts(point.shifts, model, test, metrics, clean_ctx, clean_scalars, values, tables)
     return values, tables
 
 
@@ -496,7 +508,7 @@ def run_shifts(
     model: Classifier,
     test: EvalSet,
     metrics: dict[str, Metric],
-    base: dict[str, Any],
+    clean_ctx: EvalContext,
     clean_scalars: dict[str, dict[str, float]],
     values: dict[str, Any],
     tables: Tables,
@@ -506,7 +518,7 @@ def run_shifts(
         return
     from robustdiag.shifts import apply_shift
 
-    batch_size, seed = base["batch_size"], base["seed"]
+    batch_size, seed = clean_ctx.batch_size, clean_ctx.seed
     corruption_accs = []
     for shift in shifts:
         name = shift.name  # e.g. cifar10c_files records under its corruption's name
@@ -524,7 +536,7 @@ def run_shifts(
             if not getattr(shift, "adversarial", False):
                 corruption_accs.append(values[schema.shift_acc_key(name, severity)])
             shifted = EvalSet(x=x, y=test.y, index=test.index, condition=condition)
-            ctx = EvalContext(data=shifted, logits=logits, clean=test, **base)
+            ctx = dataclasses.replace(clean_ctx, data=shifted, logits=logits, clean=test, cache={})
             shifted_scalars = run_metrics(metrics, ctx, condition, values, tables)
             for metric_name, stats in shifted_scalars.items():
                 if "excess" in stats and "excess" in clean_scalars.get(metric_name, {}):
@@ -584,6 +596,13 @@ def one_line_summary(values: dict[str, Any]) -> str:
 def _group_name(out_dir: Path) -> str:
     """The W&B group: the sweep directory's name for multirun jobs, else the run directory's."""
     return out_dir.parent.name if out_dir.name.isdigit() else out_dir.name
+
+
+def _plain_dict(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as a plain dict (what W&B's config gets)."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(plain, dict)
+    return {str(k): v for k, v in plain.items()}
 
 
 def _now() -> str:

@@ -111,7 +111,10 @@ class SweepSummary(Callback):
         if uses_wandb:
             project = config.logger.get("project", "robustdiag")
             wandb_logger = functools.partial(
-                log_summary, project=project, mode=None, dir=str(sweep_dir / "analysis")
+                log_summary,
+                project=project,
+                mode=config.logger.get("mode", "auto"),
+                dir=sweep_dir / "analysis",
             )
         try:
             analyze_sweep(

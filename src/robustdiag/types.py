@@ -13,7 +13,7 @@ logits of shape (B, K).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -55,7 +55,9 @@ class EvalContext:
     clean: EvalSet | None = None  # the clean samples when `data` is shifted (same order), else None
     input_mean: tuple[float, ...] = ()  # per-channel normalisation the model applies inside (pixel units)
     input_std: tuple[float, ...] = ()
-    cache: dict[str, object] = field(default_factory=dict)  # share work between metrics of one condition
+    # Work shared between the metrics of one condition, under keys the producing metric defines (e.g.
+    # "fisher/lambda", or ("robustdiag.paths", condition, settings, request)); fresh per condition.
+    cache: dict[Hashable, object] = field(default_factory=dict)
 
     @property
     def device(self) -> torch.device:
@@ -109,6 +111,23 @@ class Metric(Protocol):
     roles: MetricRoles  # what the analysis may treat as a diagnostic or a baseline
 
     def __call__(self, ctx: EvalContext) -> MetricResult: ...
+
+
+@runtime_checkable
+class SharesWork(Protocol):
+    """A metric that can compute other metrics' results in its own pass (path/activation separation and
+    their variants share one forward pass). The engine introduces the metrics of a run to each other once,
+    with :func:`share_work`; nothing is shared through globals."""
+
+    def share_with(self, metrics: Sequence[Metric]) -> None: ...
+
+
+def share_work(metrics: Iterable[Metric]) -> None:
+    """Introduce the metrics of one run to each other (see :class:`SharesWork`)."""
+    chosen = list(metrics)
+    for metric in chosen:
+        if isinstance(metric, SharesWork):
+            metric.share_with(chosen)
 
 
 @runtime_checkable

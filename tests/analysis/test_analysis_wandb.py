@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 from robustdiag.analysis import analyze_sweep
-from robustdiag.analysis.wandb_offline import find_offline_runs, iter_payloads, read_offline_run
-from robustdiag.analysis.wandb_summary import log_summary, resolve_mode
+from robustdiag.analysis.wandb_summary import log_summary
+from robustdiag.records.wandb_logger import resolve_mode
+from wandb_offline import find_offline_runs, iter_payloads, read_offline_run
 
 ADV_KEY = "corr/fisher.mean~pgd_linf.acc"
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from robustdiag.metrics.paths import ActivationSeparation, PathSeparation
 from robustdiag.models import Classifier, Normalize
-from robustdiag.types import EvalContext, EvalSet, Metric, MetricResult
+from robustdiag.types import EvalContext, EvalSet, Metric, MetricResult, share_work
 
 
 def make_ctx(
@@ -170,6 +170,7 @@ def test_path_and_activation_share_one_forward_pass_in_either_order() -> None:
         (ActivationSeparation(), PathSeparation()),
     ):
         calls.clear()
+        share_work([first, second])  # what the engine does for the metrics of a run
         ctx = make_ctx(model, x, y, num_classes=3)
         first(ctx)
         second(ctx)

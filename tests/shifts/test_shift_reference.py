@@ -10,13 +10,13 @@ import io
 
 import numpy as np
 import pytest
+import reference as ref
 import torch
 from PIL import Image
 from scipy import ndimage
 from shift_images import natural_images, quantised
 
 from robustdiag.shifts import CORRUPTIONS, jpeg_roundtrip, plasma_fractal
-from robustdiag.shifts import reference as ref
 from robustdiag.shifts.ops import (
     correlate1d,
     disk_kernel,

@@ -8,6 +8,7 @@ percentile-bootstrap 95% intervals over runs, and the number n of runs where bot
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -187,7 +188,7 @@ def shift_drop_table(
                 n_boot=n_boot,
                 rng=pair_rng(seed, diagnostic, "shift_drop", str(run_dir)),
             )
-            label = labels[labels["run_dir"] == run_dir].iloc[0].to_dict()
+            label = {str(k): v for k, v in labels[labels["run_dir"] == run_dir].iloc[0].items()}
             rows.append({"diagnostic": diagnostic, "scope": "run", **label, **result.as_row()})
         pooled = correlate(
             long["diagnostic_drop"].to_numpy(),
@@ -215,12 +216,16 @@ def spearman_matrix(table: pd.DataFrame, diagnostics: Sequence[str], targets: Se
             if (diagnostic, target) not in index.index:
                 column.append("")
                 continue
-            row = index.loc[(diagnostic, target)]
-            column.append(
-                format_coefficient(row["spearman"], row["spearman_ci_low"], row["spearman_ci_high"], row["n"])
-            )
+            column.append(coefficient_cell(index, diagnostic, target))
         cells[target] = column
     return pd.DataFrame(cells, index=list(diagnostics))
+
+
+def coefficient_cell(index: pd.DataFrame, diagnostic: str, target: str) -> str:
+    """The pooled Spearman cell of (diagnostic, target) from a table indexed by those two columns."""
+    row = cast(pd.Series, index.loc[(diagnostic, target)])
+    rho, low, high, n = (float(row[k]) for k in ("spearman", "spearman_ci_low", "spearman_ci_high", "n"))
+    return format_coefficient(rho, low, high, n)
 
 
 def format_coefficient(value: float, low: float, high: float, n: float) -> str:

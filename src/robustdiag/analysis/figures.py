@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -17,7 +18,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from robustdiag.analysis.columns import parse_shifted_metric, short_name
-from robustdiag.analysis.correlations import format_coefficient, pooled
+from robustdiag.analysis.correlations import coefficient_cell, pooled
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
 DPI = 120
@@ -25,7 +26,7 @@ SEPARATION_METRICS = ("path_separation", "activation_separation")
 LAMBDA_COLUMN = "metric/fisher/lambda"
 
 
-def regime_colours(regimes: Sequence[str]) -> dict[str, tuple[float, ...]]:
+def regime_colours(regimes: Sequence[str]) -> dict[str, tuple[float, float, float, float]]:
     """A fixed colour per regime (tab10 in sorted order), the same in every figure."""
     from matplotlib import colormaps
 
@@ -75,7 +76,8 @@ def scatter_figure(
     y = runs[attack_column].to_numpy(float)
     for ax, diagnostic in zip(axes, diagnostics):
         x = runs[diagnostic].to_numpy(float)
-        for (regime, model), members in runs.groupby([regimes, models], sort=True).groups.items():
+        for key, members in runs.groupby([regimes, models], sort=True).groups.items():
+            regime, model = cast(tuple[str, str], key)
             rows = runs.index.get_indexer(members)
             ax.scatter(
                 x[rows],
@@ -92,11 +94,7 @@ def scatter_figure(
         ax.set_xlabel(short_name(diagnostic))
         ax.set_ylabel(short_name(attack_column))
         if (diagnostic, attack_column) in index.index:
-            row = index.loc[(diagnostic, attack_column)]
-            rho = format_coefficient(
-                row["spearman"], row["spearman_ci_low"], row["spearman_ci_high"], row["n"]
-            )
-            ax.set_title(f"Spearman {rho}", fontsize=9)
+            ax.set_title(f"Spearman {coefficient_cell(index, diagnostic, attack_column)}", fontsize=9)
         ax.grid(alpha=0.3)
     handles = [Line2D([], [], color=c, marker="o", linestyle="", label=r) for r, c in colours.items()]
     handles += [
@@ -184,7 +182,8 @@ def severity_frame(runs: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     shifted = pd.concat(parts, ignore_index=True)
     clean = []
-    for (metric, stat), _ in shifted.groupby(["metric", "stat"]):
+    for key, _ in shifted.groupby(["metric", "stat"]):
+        metric, stat = cast(tuple[str, str], key)
         column = f"metric/{metric}/{stat}"
         if column in runs.columns:
             for shift in shifted.loc[
@@ -337,8 +336,8 @@ def fisher_checks_figure(runs: pd.DataFrame, path: Path) -> Path | None:
     axes[0].grid(alpha=0.3)
     names = [c.removeprefix(CHECKS + "fidelity_").removesuffix("_ratio_median") for c in ratios]
     for i, column in enumerate(ratios):
-        values = runs[column].to_numpy(float)
-        axes[1].scatter(np.full(values.size, i), values, s=14, alpha=0.7)
+        ratio = runs[column].to_numpy(float)
+        axes[1].scatter(np.full(ratio.size, i), ratio, s=14, alpha=0.7)
     axes[1].axhline(1.0, color="0.4", linewidth=0.8)
     axes[1].set_xticks(range(len(names)), names, rotation=20, fontsize=8)
     axes[1].set_yscale("log")

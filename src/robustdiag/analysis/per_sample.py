@@ -132,7 +132,9 @@ def per_sample_auroc_table(
                 continue
             values, fooled = fooled_among_correct(table, score, attack)
             result = auroc_with_ci(values, fooled, n_boot=n_boot, rng=pair_rng(seed, score, attack, run_dir))
-            identity = label_of.loc[run_dir].to_dict() if run_dir in label_of.index else {}
+            identity = (
+                {str(k): v for k, v in label_of.loc[run_dir].items()} if run_dir in label_of.index else {}
+            )
             rows.append(_row(score, attack, "run", run_dir, result, identity))
             pooled_values.append(values)
             pooled_ranks.append(within_run_percentile(values))

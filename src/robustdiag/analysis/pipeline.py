@@ -11,6 +11,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -101,7 +102,7 @@ def declared_keys(complete: pd.DataFrame, *role_keys: str) -> list[str]:
     """Union over runs of the keys they declare for the given roles (never guessed from column names)."""
     found: dict[str, None] = {}
     for _, run in complete.iterrows():
-        record = run.to_dict()
+        record = {str(k): v for k, v in run.items()}
         for role in role_keys:
             found.update(dict.fromkeys(schema.declared(record, role)))
     return list(found)
@@ -194,7 +195,7 @@ def run_claims(
     n_bootstrap: int,
     seed: int,
     notes: list[str],
-) -> list:  # type: ignore[type-arg]
+) -> list[Any]:
     """Every claim on each dataset of the sweep (mixed datasets are analysed separately)."""
     if not claim_sets or complete.empty:
         return []

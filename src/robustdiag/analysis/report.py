@@ -22,7 +22,7 @@ def _cell(value: object, digits: int = 3) -> str:
     if isinstance(value, float | np.floating):
         if not math.isfinite(float(value)):
             return "n/a"
-        if float(value).is_integer() and abs(value) < 1e15:
+        if float(value).is_integer() and abs(float(value)) < 1e15:
             return str(int(value))
         return f"{float(value):.{digits}g}"
     return str(value).replace("|", "\\|").replace("\n", " ")
@@ -131,7 +131,7 @@ def per_sample_markdown(table: pd.DataFrame) -> str:
     for (score, attack), group in table.groupby(["score", "attack"], sort=True):
         runs = group[group["scope"] == "run"]
         row = {
-            "score": short_name(score),
+            "score": short_name(str(score)),
             "attack": attack,
             "runs": len(runs),
             "per-run AUROC median [min, max]": (

@@ -8,7 +8,6 @@ only warns, and the run is always finished.
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
@@ -17,19 +16,11 @@ import pandas as pd
 
 from robustdiag.analysis.columns import attack_columns, main_targets, short_name
 from robustdiag.analysis.correlations import pooled
-from robustdiag.analysis.options import DEFAULT_PROJECT, WANDB_MODES
+from robustdiag.analysis.options import DEFAULT_PROJECT
 from robustdiag.analysis.result import AnalysisResult
-from robustdiag.records.wandb_logger import has_credentials
+from robustdiag.records.wandb_logger import resolve_mode
 
 RUN_COLUMNS = ("run_dir", "model", "data", "regime", "labels", "q", "seed")
-
-
-def resolve_mode(mode: str | None) -> str:
-    """The W&B mode to use: the argument, else WANDB_MODE, else online with credentials, else offline."""
-    chosen = mode or os.environ.get("WANDB_MODE") or ("online" if has_credentials() else "offline")
-    if chosen not in WANDB_MODES and chosen not in {"dryrun", "run"}:  # the two legacy spellings W&B accepts
-        raise ValueError(f"W&B mode {chosen!r} is not valid; valid modes: {', '.join(WANDB_MODES)}")
-    return chosen
 
 
 def to_table_frame(frame: pd.DataFrame) -> pd.DataFrame:
@@ -121,7 +112,7 @@ def log_summary(
     except ImportError as err:
         warnings.warn(f"wandb is not installed ({err}); no W&B summary run", stacklevel=2)
         return None
-    mode = resolve_mode(mode)
+    mode = resolve_mode(mode, key="mode")
     run_dir = Path(dir) if dir is not None else result.out_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     run = None

@@ -24,10 +24,10 @@ from robustdiag.types import Attack
 
 def model_device(model: nn.Module, fallback: torch.device) -> torch.device:
     """The device of the model's first parameter (or buffer), else ``fallback``."""
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
+    for parameter in model.parameters():
+        return parameter.device
+    for buffer in model.buffers():
+        return buffer.device
     return fallback
 
 

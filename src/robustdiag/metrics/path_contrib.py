@@ -63,7 +63,6 @@ def conv_tap_sums(x: torch.Tensor, layer: ProbeLayer, out_hw: tuple[int, int]) -
     assert isinstance(conv, nn.Conv2d)
     height, width = x.shape[-2:]
     top, left = layer.pad_before((height, width))
-    kw_args = {"dtype": x.dtype, "device": x.device}
     rows = tap_read_counts(
         height,
         out_hw[0],
@@ -72,7 +71,8 @@ def conv_tap_sums(x: torch.Tensor, layer: ProbeLayer, out_hw: tuple[int, int]) -
         conv.dilation[0],
         top,
         conv.padding_mode,
-        **kw_args,
+        dtype=x.dtype,
+        device=x.device,
     )  # (kh, H)
     cols = tap_read_counts(
         width,
@@ -82,7 +82,8 @@ def conv_tap_sums(x: torch.Tensor, layer: ProbeLayer, out_hw: tuple[int, int]) -
         conv.dilation[1],
         left,
         conv.padding_mode,
-        **kw_args,
+        dtype=x.dtype,
+        device=x.device,
     )  # (kw, W)
     sums = torch.matmul(torch.matmul(rows, x), cols.T)  # (B, C, kh, kw)
     return sums.flatten(2)

@@ -25,6 +25,7 @@ import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -61,15 +62,15 @@ def conv_effective_weight(conv: nn.Conv2d) -> torch.Tensor:
     name = type(conv).__name__
     if name in {"StdConv2d", "StdConv2dSame"}:
         flat = conv.weight.reshape(1, conv.out_channels, -1)
-        return F.batch_norm(flat, None, None, training=True, momentum=0.0, eps=conv.eps).reshape_as(
-            conv.weight
-        )
+        eps = float(getattr(conv, "eps"))  # noqa: B009 - timm's StdConv2d attribute, untyped for mypy
+        return F.batch_norm(flat, None, None, training=True, momentum=0.0, eps=eps).reshape_as(conv.weight)
     if name in {"ScaledStdConv2d", "ScaledStdConv2dSame"}:
         flat = conv.weight.reshape(1, conv.out_channels, -1)
-        gain = (conv.gain * conv.scale).view(-1)
-        return F.batch_norm(
-            flat, None, None, weight=gain, training=True, momentum=0.0, eps=conv.eps
-        ).reshape_as(conv.weight)
+        gain = (cast(torch.Tensor, getattr(conv, "gain")) * float(getattr(conv, "scale"))).view(-1)  # noqa: B009
+        eps = float(getattr(conv, "eps"))  # noqa: B009
+        return F.batch_norm(flat, None, None, weight=gain, training=True, momentum=0.0, eps=eps).reshape_as(
+            conv.weight
+        )
     return conv.weight
 
 
@@ -78,7 +79,7 @@ class ProbeLayer:
     """One measured layer and the BatchNorm folded into it (if any)."""
 
     name: str
-    module: nn.Module  # nn.Conv2d or nn.Linear
+    module: nn.Conv2d | nn.Linear
     bn: _BatchNorm | None = None
     bn_name: str | None = None
 
@@ -192,7 +193,7 @@ def _merges_leading_dims(node: torch.fx.Node, source: torch.fx.Node) -> bool:
         return False
     start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
     end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
-    return start == 0 and isinstance(end, int) and end >= 0
+    return bool(start == 0 and isinstance(end, int) and end >= 0)
 
 
 def _bn_pairs_by_fx(net: nn.Module) -> dict[str, str] | None:
@@ -218,10 +219,16 @@ def _bn_pairs_by_fx(net: nn.Module) -> dict[str, str] | None:
         bn_name = None
         if len(users) == 1 and users[0].op == "call_module" and users[0].args[:1] == (source,):
             candidate = str(users[0].target)
-            if _pairs_layer_with_bn(modules[node.target], modules.get(candidate)):
+            follower = modules.get(candidate)
+            if follower is not None and _pairs_layer_with_bn(modules[str(node.target)], follower):
                 bn_name = candidate
         followers.setdefault(str(node.target), set()).add(bn_name)
-    return {name: next(iter(bns)) for name, bns in followers.items() if len(bns) == 1 and None not in bns}
+    pairs: dict[str, str] = {}
+    for name, bns in followers.items():
+        (only,) = bns if len(bns) == 1 else (None,)
+        if only is not None:
+            pairs[name] = only
+    return pairs
 
 
 def _bn_pairs_by_order(net: nn.Module) -> dict[str, str]:
@@ -303,10 +310,17 @@ def discover_layers(model: nn.Module, layers: Sequence[str] | None = None) -> li
     probes = []
     for name in chosen:
         bn_name = pairs.get(name)
-        bn = modules.get(bn_name) if bn_name is not None else None
-        if bn is not None and not _foldable(bn, bn_name):
-            bn, bn_name = None, None
-        probes.append(ProbeLayer(name=name, module=candidates[name], bn=bn, bn_name=bn_name))
+        found = modules.get(bn_name) if bn_name is not None else None
+        bn = (
+            found
+            if isinstance(found, _BatchNorm) and bn_name is not None and _foldable(found, bn_name)
+            else None
+        )
+        module = candidates[name]
+        assert isinstance(module, nn.Conv2d | nn.Linear)
+        probes.append(
+            ProbeLayer(name=name, module=module, bn=bn, bn_name=bn_name if bn is not None else None)
+        )
     folded = {p.bn_name for p in probes if p.bn_name}
     unfolded = [
         n

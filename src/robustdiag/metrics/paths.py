@@ -6,9 +6,10 @@ are streamed as counters (:mod:`path_accum`) for the real labels and for R label
 same pass; class separation (:mod:`path_stats`) is reported per layer and as the model mean, with the
 permutation null's mean and spread: ``excess = raw - null_mean`` and ``z = excess / null_std``.
 
-``PathSeparation`` and ``ActivationSeparation`` share one forward pass: whichever runs first also computes
-the events of every other live separation metric with the same pass settings (labels, samples, layers,
-permutations, seed, batch size) and leaves their results in ``ctx.cache``; the second one reuses them.
+``PathSeparation`` and ``ActivationSeparation`` share one forward pass: the engine introduces the metrics
+of a run to each other (``types.share_work``); whichever runs first also computes the events of every
+sibling with the same pass settings (labels, samples, layers, permutations, seed, batch size) and leaves
+their results in ``ctx.cache``; the others reuse them. The results do not depend on the order.
 
 Under a shift the pipeline calls the metric again on the shifted samples (same order, so the same
 balanced selection and permutations); the drop from clean is left to the pipeline, which has both
@@ -18,9 +19,9 @@ balanced selection and permutations); the drop from clean is left to the pipelin
 from __future__ import annotations
 
 import warnings
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from torch import nn
@@ -46,7 +47,7 @@ from robustdiag.metrics.path_stats import (
 )
 from robustdiag.models.mode import evaluating
 from robustdiag.progress import progress
-from robustdiag.types import EvalContext, MetricResult, MetricRoles
+from robustdiag.types import EvalContext, Metric, MetricResult, MetricRoles
 
 LABEL_SOURCES = ("true", "trained", "predicted")
 COUNTER_DTYPE = torch.float32  # exact counts below 2**24 samples per class
@@ -271,7 +272,7 @@ def _layer_state(
     scale, shift = layer.bn_affine(dtype)
     weight, bias = layer.folded_weight(dtype).detach(), layer.folded_bias(dtype).detach()
     state = LayerState(layer, weight, bias, scale, shift, ranges)
-    device = layer.module.weight.device
+    device = weight.device
     edge_widths = [(o1 - o0) * layer.in_per_group for o0, o1 in ranges]
     for family in families:
         widths = edge_widths if family.per_edge else [layer.out_units]
@@ -317,8 +318,8 @@ def _update_layer(state: LayerState, sums: LayerSums, labels: BatchLabels) -> No
     preact = state.scale * sums.outputs + state.shift * sums.positions  # (B, O) true pre-activation sums
     check = not state.checked and bool(edge_families or neuron_families)
     if edge_families or neuron_families:
-        edge_sum = torch.zeros_like(preact) if check else None
-        edge_abs = torch.zeros_like(preact) if check else None
+        edge_sum = torch.zeros_like(preact)  # (B, O) contributions summed, checked once against preact
+        edge_abs = torch.zeros_like(preact)
         positive_mass = torch.zeros_like(preact)  # (B, O) sum_j max(C_ij, 0)
         for block, (o0, o1) in enumerate(state.ranges):
             contrib = contributions(layer, sums.inputs, state.weight, o0, o1)  # (B, Oc, Ig)
@@ -472,11 +473,14 @@ def _finalize(
             }
         )
     scalars = model_summary(torch.stack(values))
+    total_edges = 0.0
+    for row in rows:
+        total_edges += float(cast(float, row["edges"]))
     scalars.update(
         n=float(selection.order.numel()),
         per_class=float(selection.per_class),
         n_layers=float(len(states)),
-        edges=float(sum(row["edges"] for row in rows)),
+        edges=total_edges,
         permutations=float(labellings - 1),
         class_pairs=float(0 if request.separation == "naive_bayes" else pairs.shape[0]),
     )
@@ -484,7 +488,6 @@ def _finalize(
 
 
 # ------------------------------------------------------------------------------------------- metrics
-_LIVE: weakref.WeakSet[_SeparationMetric] = weakref.WeakSet()  # metrics that may share a forward pass
 
 
 def _check_choice(key: str, value: object, valid: Sequence[str]) -> None:
@@ -557,7 +560,7 @@ class _SeparationMetric:
             max_class_pairs=max_class_pairs,
             memory_budget_gb=float(memory_budget_gb),
         )
-        _LIVE.add(self)
+        self._siblings: list[_SeparationMetric] = []
 
     def _cache_key(self, ctx: EvalContext) -> tuple[object, ...]:
         return ("robustdiag.paths", ctx.data.condition, self.settings, self.request)
@@ -577,10 +580,14 @@ class _SeparationMetric:
             ctx.cache[("robustdiag.paths", ctx.data.condition, self.settings, request)] = result
         return results[self.request]
 
+    def share_with(self, metrics: Sequence[Metric]) -> None:
+        """The run's other separation metrics: their requests ride along on this metric's pass."""
+        self._siblings = [m for m in metrics if isinstance(m, _SeparationMetric) and m is not self]
+
     def _sibling_requests(self, ctx: EvalContext, layers: Sequence[ProbeLayer]) -> list[Request]:
-        """Requests of other live metrics that can ride along on this pass (within their own budgets)."""
-        siblings = []
-        for other in list(_LIVE):
+        """Requests of sibling metrics that can ride along on this pass (within their own budgets)."""
+        siblings: list[Request] = []
+        for other in self._siblings:
             if other is self or other.settings != self.settings or other.request in siblings:
                 continue
             if other.request == self.request or other._cache_key(ctx) in ctx.cache:

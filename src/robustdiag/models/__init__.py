@@ -33,6 +33,9 @@ class UnknownModelError(ValueError):
 class Normalize(nn.Module):
     """Per-channel ``(x - mean) / std`` with mean/std in [0, 1] pixel units, stored as buffers."""
 
+    mean: torch.Tensor  # (1, C, 1, 1)
+    std: torch.Tensor  # (1, C, 1, 1)
+
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         if len(mean) != len(std):
@@ -57,7 +60,7 @@ class Classifier(nn.Module):
 
     @property
     def num_classes(self) -> int:
-        return int(self.net.num_classes)
+        return int(getattr(self.net, "num_classes"))  # noqa: B009 - timm models set it; nn.Module is untyped here
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) in [0, 1] -> (B, K)
         return self.net(self.normalize(x))
@@ -100,7 +103,9 @@ def _takes_img_size(entry: object, name: str) -> bool:
     Looks at every ``nn.Module`` class defined in the entrypoint's module and at their base classes
     (DeiT's distilled ViT takes ``*args`` and hands ``img_size`` to its ViT base)."""
     module = inspect.getmodule(entry)
-    for obj in vars(module).values() if module else ():
+    if module is None:
+        return False
+    for obj in vars(module).values():
         if inspect.isclass(obj) and issubclass(obj, nn.Module) and obj.__module__ == module.__name__:
             for cls in obj.__mro__:
                 if cls is nn.Module or not issubclass(cls, nn.Module):
@@ -121,7 +126,8 @@ def adapt_small_input_stem(net: nn.Module) -> list[str]:
     ResNet/DenseNet. Patchify stems (kernel == stride, e.g. ViT, ConvNeXt) are left alone: set their
     ``patch_size`` in ``model.kwargs`` instead. Returns a description of the changes.
     """
-    first = net.pretrained_cfg.get("first_conv") if hasattr(net, "pretrained_cfg") else None
+    pretrained_cfg = getattr(net, "pretrained_cfg", None)
+    first = pretrained_cfg.get("first_conv") if isinstance(pretrained_cfg, dict) else None
     if not first:
         return []
     names = (
@@ -139,13 +145,14 @@ def adapt_small_input_stem(net: nn.Module) -> list[str]:
             )
         if not isinstance(conv, nn.Conv2d) or conv.stride == (1, 1) or conv.kernel_size == conv.stride:
             continue
-        kernel = (3, 3) if conv.kernel_size == (7, 7) else conv.kernel_size
+        kh, kw = (3, 3) if conv.kernel_size == (7, 7) else conv.kernel_size[:2]
+        kernel = (kh, kw)
         new = nn.Conv2d(
             conv.in_channels,
             conv.out_channels,
             kernel_size=kernel,
             stride=1,
-            padding=tuple(k // 2 for k in kernel),
+            padding=(kh // 2, kw // 2),
             bias=conv.bias is not None,
             groups=conv.groups,
         )

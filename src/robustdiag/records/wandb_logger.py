@@ -13,7 +13,7 @@ import netrc
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 from urllib.parse import urlparse
 
 import numpy as np
@@ -38,16 +38,24 @@ def has_credentials() -> bool:
         return False
 
 
-def resolve_mode(mode: str) -> str:
-    """``auto`` -> ``online`` with credentials else ``offline``; ``WANDB_MODE`` in the environment wins."""
-    if mode not in VALID_MODES:
-        raise ValueError(f"logger.mode={mode!r} is not valid; choose one of {', '.join(VALID_MODES)}")
-    env = os.environ.get("WANDB_MODE")
-    if env:
-        return env
-    if mode == "auto":
+WandbMode = Literal["online", "offline", "disabled"]
+_LEGACY_MODES: dict[str, WandbMode] = {"dryrun": "offline", "run": "online"}  # spellings W&B still accepts
+
+
+def resolve_mode(mode: str | None = "auto", key: str = "logger.mode") -> WandbMode:
+    """The one rule for every W&B run robustdiag writes (per grid point and the sweep's analysis run).
+
+    An explicit ``online``/``offline``/``disabled`` wins; ``auto`` (or None) takes ``WANDB_MODE`` from the
+    environment, else ``online`` when credentials are configured, else ``offline``."""
+    chosen = mode if mode not in (None, "auto") else os.environ.get("WANDB_MODE") or None
+    if chosen is None:
         return "online" if has_credentials() else "offline"
-    return mode
+    chosen = _LEGACY_MODES.get(chosen, chosen)
+    if chosen not in ("online", "offline", "disabled"):
+        raise ValueError(
+            f"{key}={chosen!r} is not a W&B mode; valid modes: online, offline, disabled (or auto)"
+        )
+    return cast(WandbMode, chosen)
 
 
 class NullLogger:

@@ -160,7 +160,8 @@ def pixel_grid(h: int, w: int, device: torch.device, dtype: torch.dtype) -> tupl
     """Row and column coordinates of every pixel centre: two (H, W) tensors."""
     r = torch.arange(h, device=device, dtype=dtype)
     c = torch.arange(w, device=device, dtype=dtype)
-    return torch.meshgrid(r, c, indexing="ij")
+    rows, cols = torch.meshgrid(r, c, indexing="ij")
+    return rows, cols
 
 
 def sample_at(

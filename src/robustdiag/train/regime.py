@@ -5,10 +5,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from robustdiag.types import Attack
+
+if TYPE_CHECKING:
+    from robustdiag.data import Augment
 
 
 def labels_kind(q: float) -> str:
@@ -34,7 +38,7 @@ class Regime:
     optimizer: OptimizerFactory
     schedule: Callable[[float], float]
     q: float = 0.0
-    augment: Callable | None = None
+    augment: Augment | None = None
     stop_train_acc: float | None = None
     label_smoothing: float = 0.0
     adversary: Attack | None = None
