@@ -342,7 +342,7 @@ def test_real_killed_point_resumes_on_relaunch(
     ckpts = tmp_path / "cache" / "checkpoints"
     try:
         wait_for(
-            lambda: ckpts.exists() and any(p.is_file() for p in ckpts.rglob("*")),
+            lambda: ckpts.exists() and any(ckpts.rglob("last.pt")),
             300,
             "the first epoch checkpoint",
         )
