@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from robustdiag.grid_point import selected
 from robustdiag.launch import register_resolvers
 from robustdiag.models import build_model
+from robustdiag.types import Attack, Metric, Shift
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 register_resolvers()
@@ -98,9 +99,13 @@ def test_every_multiselect_option_instantiates(group: str) -> None:
         if option in ("none", "cifar10c_files"):
             continue  # none adds nothing; cifar10c_files needs a root folder (tested in tests/shifts)
         assert nodes, f"{group}={option} selected nothing"
+        protocol = {"shift": Shift, "attack": Attack, "metric": Metric}[group]
         for name, node in nodes.items():
             obj = instantiate(node)
-            assert obj.name == name or getattr(obj, "name", None)
+            assert isinstance(obj, protocol), f"{group}.{name} builds a {type(obj).__name__}"
+            assert obj.name == name, (
+                f"{group}.{name} records under {obj.name!r}: the record key must be the option's"
+            )
 
 
 def test_multiselect_lists_and_severities() -> None:

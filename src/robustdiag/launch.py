@@ -424,7 +424,7 @@ def write_sweep(sweep_dir: Path, cfg: DictConfig, lines: Sequence[Sequence[str]]
 
 
 def _default_config_dir() -> str:
-    from robustdiag.cli import CONFIG_DIR  # lazy: the CLI module imports this one
+    from robustdiag.config import CONFIG_DIR
 
     return CONFIG_DIR
 

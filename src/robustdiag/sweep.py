@@ -106,7 +106,7 @@ class SweepSummary(Callback):
         from robustdiag.analysis import analyze_sweep
         from robustdiag.analysis.wandb_summary import log_summary
 
-        uses_wandb = str(config.get("logger", {}).get("_target_", "")).endswith("WandbLogger")
+        uses_wandb = _is_wandb_logger(config.get("logger"))
         wandb_logger = None
         if uses_wandb:
             project = config.logger.get("project", "robustdiag")
@@ -128,3 +128,18 @@ class SweepSummary(Callback):
                 err,
                 sweep_dir,
             )
+
+
+def _is_wandb_logger(node: Any) -> bool:
+    """Whether the ``logger`` config builds a :class:`WandbLogger` (by its class, not its name)."""
+    target = node.get("_target_") if hasattr(node, "get") else None
+    if not target:
+        return False
+    from hydra.utils import get_class
+
+    from robustdiag.records.wandb_logger import WandbLogger
+
+    try:
+        return issubclass(get_class(str(target)), WandbLogger)
+    except Exception:  # noqa: BLE001 - an unimportable target is not W&B (the runs said why already)
+        return False

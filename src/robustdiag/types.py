@@ -149,7 +149,12 @@ class Shift(Protocol):
 
 @runtime_checkable
 class Attack(Protocol):
+    """An attack and its threat model: every result is checked against ``norm`` and ``eps`` (ε-ball,
+    pixel range). An optional ``strength`` (float) orders attacks for the weaker-vs-stronger check."""
+
     name: str  # record key, e.g. "pgd_linf"
+    norm: str  # threat model: "linf", "l2" or "l1"
+    eps: float  # radius in [0, 1] pixel units
 
     def __call__(
         self,

@@ -14,7 +14,6 @@ from robustdiag.shifts import (
     Contrast,
     Fog,
     GaussianNoise,
-    NoShift,
     apply_shift,
     make_generator,
     shift_seed,
@@ -110,17 +109,6 @@ def test_apply_shift_passes_index_labels_and_model_per_batch() -> None:
     )
     assert torch.equal(out, x)
     assert seen == [([10, 11], [0, 1], model), ([12, 13], [2, 3], model), ([14], [4], model)]
-
-
-def test_no_shift_is_the_identity() -> None:
-    x = torch.rand(3, 3, 8, 8)
-    shift = NoShift()
-    assert isinstance(shift, Shift)
-    for severity in range(1, 6):
-        assert shift(x, severity, generator=torch.Generator()) is x
-    assert torch.equal(apply_shift(shift, x, 1, seed=0, batch_size=2), x)
-    with pytest.raises(ValueError, match=r"none: severity must be one of \[1, 2, 3, 4, 5\]"):
-        shift(x, 0, generator=torch.Generator())
 
 
 class SignGradientAttack:

@@ -85,8 +85,7 @@ def evaluate_attack(
             f"x and y must hold the same number (>= 1) of samples, got {x.shape[0]} and {y.shape[0]}"
         )
     name = attack.name
-    norm: str | None = getattr(attack, "norm", None)
-    eps: float | None = getattr(attack, "eps", None)
+    norm, eps = attack.norm, float(attack.eps)  # the threat model every result is checked against
     device = model_device(model, x.device)
     generator = torch.Generator(device=device).manual_seed(int(seed))
     messages: list[str | None] = []

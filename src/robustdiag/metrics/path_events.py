@@ -22,7 +22,6 @@ import math
 import torch
 
 EDGE_EVENTS = ("effective_path", "positive")
-UNIT_EVENTS = ("neuron", "activation")
 PATH_EVENTS = ("effective_path", "positive", "neuron")
 
 

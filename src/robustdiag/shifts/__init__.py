@@ -4,7 +4,7 @@ Every shift satisfies :class:`robustdiag.types.Shift`; YAML files in ``conf/shif
 ``_target_``. Run one over a large tensor with :func:`apply_shift`.
 """
 
-from robustdiag.shifts.adversarial import AdversarialShift, NoShift
+from robustdiag.shifts.adversarial import AdversarialShift
 from robustdiag.shifts.apply import apply_shift, make_generator, shift_seed
 from robustdiag.shifts.base import SEVERITY_RANGE, TABLE_CHOICES, Corruption, check_severity
 from robustdiag.shifts.blur import DefocusBlur, GaussianBlur, MotionBlur, ZoomBlur
@@ -53,7 +53,6 @@ __all__ = [
     "ImpulseNoise",
     "JpegCompression",
     "MotionBlur",
-    "NoShift",
     "Pixelate",
     "Saturate",
     "ShotNoise",

@@ -13,35 +13,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from robustdiag.shifts.base import SEVERITY_RANGE, check_images, check_severities, check_severity
+from robustdiag.shifts.base import check_images, check_severities, check_severity
 from robustdiag.types import Attack
 
 ADVERSARIAL_SEVERITIES: tuple[int, ...] = (1,)
-
-
-class NoShift:
-    """The identity shift: returns the input batch itself at every severity 1-5."""
-
-    def __init__(self, name: str = "none", severities: Sequence[int] = (1,)) -> None:
-        self.name = name
-        self.severities = check_severities(name, severities)
-
-    def __repr__(self) -> str:
-        return f"NoShift(name={self.name!r}, severities={list(self.severities)})"
-
-    def __call__(
-        self,
-        x: torch.Tensor,
-        severity: int,
-        *,
-        generator: torch.Generator | None = None,
-        index: torch.Tensor | None = None,
-        y: torch.Tensor | None = None,
-        model: nn.Module | None = None,
-    ) -> torch.Tensor:
-        check_severity(self.name, severity, SEVERITY_RANGE)
-        check_images(self.name, x)
-        return x
 
 
 def _same_device(a: torch.device, b: torch.device) -> bool:
