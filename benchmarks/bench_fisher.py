@@ -44,7 +44,7 @@ from torch import Tensor, nn
 
 from common import machine, sync
 from robustdiag.metrics.bounds import PowerSettings, empirical_lambda, spectral_bound
-from robustdiag.metrics.fisher import (
+from robustdiag.metrics.fisher_linalg import (
     blackbox,
     class_gradients,
     dense_fisher,

@@ -9,13 +9,13 @@ import torch
 from torch import nn
 
 from robustdiag.metrics.baselines import Baselines, clever_score, lips_score, logit_baselines
-from robustdiag.metrics.fisher import dense_fisher
 from robustdiag.metrics.fisher_checks import (
     FisherChecks,
     identity_errors,
     kl_relative_errors,
     top_eigenvector,
 )
+from robustdiag.metrics.fisher_linalg import dense_fisher
 from robustdiag.types import EvalContext, EvalSet
 
 
@@ -97,7 +97,7 @@ def test_fisher_identity_holds_to_float64_round_off() -> None:
 
 
 def test_top_eigenvector_matches_the_dense_fisher() -> None:
-    from robustdiag.metrics.fisher import class_gradients
+    from robustdiag.metrics.fisher_linalg import class_gradients
 
     model = tiny_model().double()
     x = torch.rand(2, 3, 2, 2, dtype=torch.float64)
@@ -109,7 +109,7 @@ def test_top_eigenvector_matches_the_dense_fisher() -> None:
 
 
 def test_kl_matches_the_quadratic_form_for_small_perturbations() -> None:
-    from robustdiag.metrics.fisher import class_gradients
+    from robustdiag.metrics.fisher_linalg import class_gradients
 
     model = tiny_model().double()
     x = torch.rand(4, 3, 2, 2, dtype=torch.float64)

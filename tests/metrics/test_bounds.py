@@ -28,7 +28,8 @@ from robustdiag.metrics.bounds import (
     operator_norm,
     spectral_bound,
 )
-from robustdiag.metrics.fisher import FisherMetric, dense_fisher
+from robustdiag.metrics.fisher import FisherMetric
+from robustdiag.metrics.fisher_linalg import dense_fisher
 from robustdiag.models import Classifier, Normalize
 from robustdiag.models.cifar import PreActResNet
 from robustdiag.types import EvalContext, EvalSet, Metric

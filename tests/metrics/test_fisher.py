@@ -13,9 +13,8 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from robustdiag.metrics.fisher import (
-    FisherMetric,
-    auroc,
+from robustdiag.metrics.fisher import FisherMetric, auroc
+from robustdiag.metrics.fisher_linalg import (
     blackbox,
     class_gradients,
     dense_fisher,

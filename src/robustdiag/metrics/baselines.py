@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from robustdiag.attacks.gradients import frozen_parameters
-from robustdiag.metrics.fisher import class_gradients
+from robustdiag.metrics.fisher_linalg import class_gradients
 from robustdiag.models.mode import evaluating
 from robustdiag.train import predict_logits
 from robustdiag.types import EvalContext, MetricResult, MetricRoles

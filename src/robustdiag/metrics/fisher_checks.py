@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from scipy import stats
 from torch import Tensor, nn
 
-from robustdiag.metrics.fisher import (
+from robustdiag.metrics.fisher_linalg import (
     blackbox,
     class_gradients,
     fisher_gram,

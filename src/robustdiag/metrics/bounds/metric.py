@@ -11,9 +11,9 @@ from torch import Tensor, nn
 
 from robustdiag.metrics.bounds.ops import PowerSettings, UnsupportedArchitecture, _exp, supported
 from robustdiag.metrics.bounds.registry import network_ops
-from robustdiag.metrics.fisher import (
+from robustdiag.metrics.fisher import choose_estimator
+from robustdiag.metrics.fisher_linalg import (
     INPUT_SPACES,
-    choose_estimator,
     class_gradients,
     lambda_max_exact,
     lanczos,

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from torch import Tensor, nn
 
 from robustdiag.metrics.bounds.ops import _SUPPORTED, Chain, LinearOp, Op, UnsupportedArchitecture, supported
-from robustdiag.metrics.fisher import INPUT_SPACES
+from robustdiag.metrics.fisher_linalg import INPUT_SPACES
 
 Converter = Callable[[str, Any], list[Op]]
 C = TypeVar("C", bound=Callable[..., list[Op]])
