@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -28,7 +29,7 @@ from robustdiag.metrics.bounds import (
     operator_norm,
     spectral_bound,
 )
-from robustdiag.metrics.fisher import FisherMetric
+from robustdiag.metrics.fisher import FisherMetric, FisherShared
 from robustdiag.metrics.fisher_linalg import dense_fisher
 from robustdiag.models import Classifier, Normalize
 from robustdiag.models.cifar import PreActResNet
@@ -345,7 +346,9 @@ def test_metric_reports_bound_empirical_and_ratio() -> None:
     # the empirical λ is reused from metric=fisher when it ran first in the same input space
     ctx = make_ctx(model, x, 5)
     fisher = FisherMetric(estimator="exact", n_samples=4)(ctx)
-    ctx.cache["fisher/lambda"] = ctx.cache["fisher/lambda"] * 2  # marker: proves reuse
+    shared = ctx.cache[FisherShared]
+    assert isinstance(shared, FisherShared)
+    ctx.cache[FisherShared] = dataclasses.replace(shared, lam=shared.lam * 2)  # marker: proves reuse
     reused = SpectralBound(n_samples=4)(ctx).scalars["empirical_mean"]
     assert reused == pytest.approx(2 * fisher.scalars["mean"]) and s["empirical_mean"] == pytest.approx(
         fisher.scalars["mean"]

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from robustdiag.metrics.fisher import FisherMetric, auroc
+from robustdiag.metrics.fisher import FisherMetric, FisherShared, auroc
 from robustdiag.metrics.fisher_linalg import (
     blackbox,
     class_gradients,
@@ -320,9 +320,9 @@ def test_every_estimator_runs_through_the_metric(estimator: str) -> None:
     if estimator != "blackbox":
         tol = 0.5 if estimator == "lanczos" else REL  # lanczos reports a 4-probe Hutchinson trace
         assert s["trace_mean"] == pytest.approx(float(trace_dense.mean()), rel=tol)
-    cached = ctx.cache["fisher/lambda"]
-    assert isinstance(cached, torch.Tensor) and torch.allclose(cached, lam)
-    assert ctx.cache["fisher/estimator"] == ("exact" if estimator == "auto" else estimator)
+    shared = ctx.cache[FisherShared]
+    assert isinstance(shared, FisherShared) and torch.allclose(shared.lam, lam)
+    assert shared.estimator == ("exact" if estimator == "auto" else estimator)
     assert set(result.per_sample) >= {"lambda", "trace", "flag"}
     if estimator in ("lanczos", "power"):
         assert {"iterations_mean", "converged_frac", "tol", "max_iter"} <= set(s)
@@ -386,7 +386,12 @@ def test_auto_switches_to_lanczos_over_the_budget_or_class_limit(caplog: pytest.
         ctx = make_ctx(model, x, 10)
         with caplog.at_level("INFO", logger="robustdiag.metrics.fisher"):
             result = FisherMetric(estimator="auto", trace_probes=2, **kwargs)(ctx)
-        assert ctx.cache["fisher/estimator"] == "lanczos" and "chose lanczos" in caplog.text
+        shared = ctx.cache[FisherShared]
+        assert (
+            isinstance(shared, FisherShared)
+            and shared.estimator == "lanczos"
+            and "chose lanczos" in caplog.text
+        )
         assert rel_err(torch.from_numpy(result.per_sample["lambda"]), dense_lambda(model, x)[0]) <= REL
 
 

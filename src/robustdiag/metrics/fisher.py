@@ -36,6 +36,22 @@ from robustdiag.types import EvalContext, MetricResult, MetricRoles
 
 log = logging.getLogger(__name__)
 
+
+@dataclass(frozen=True)
+class FisherShared:
+    """What ``metric=fisher`` leaves for the other metrics of the same condition, under the key
+    ``FisherShared`` in ``EvalContext.cache`` (the spectral bound reuses λ instead of recomputing it)."""
+
+    lam: Tensor  # (n,) float64 on the CPU: λ of the first n evaluation samples
+    input_space: str
+    estimator: str  # the estimator that produced it ("auto" resolved)
+
+    @property
+    def targets_lambda_max(self) -> bool:
+        """Whether ``lam`` estimates λ_max itself (not a trace, a random-probe or a black-box value)."""
+        return self.estimator in ("exact", "lanczos", "power")
+
+
 ESTIMATORS = ("exact", "lanczos", "power", "srp_maxrq", "trace", "blackbox", "auto")
 _NEEDS_G = ("exact", "power", "srp_maxrq", "trace")  # estimators that materialise G (B, K, D)
 
@@ -87,7 +103,7 @@ class FisherMetric:
     bb_trace_mean for blackbox, hutchinson_mean/hutchinson_se_mean for trace) and, for every attack in
     ``ctx.attack_fooled``, auroc_fooled/<attack> (AUROC of λ for predicting that the attack fools the
     sample). Per sample (length N, NaN beyond n): lambda, trace, flag (1 = non-finite, excluded; 0 = ok),
-    and the estimator's diagnostics. λ of the first n samples is left in ``ctx.cache["fisher/lambda"]``.
+    and the estimator's diagnostics. λ of the first n samples is left in ``ctx.cache[FisherShared]``.
 
     Memory: estimators that hold G (exact, power, srp_maxrq, trace) process chunks of at most
     ``memory_budget_gb`` / (K·D·bytes) samples. When one sample's G does not fit, an explicitly requested
@@ -184,9 +200,7 @@ class FisherMetric:
         )
         flag = self._flags(est)
         lam = torch.where(flag, torch.full_like(est.lam, float("nan")), est.lam)
-        ctx.cache["fisher/lambda"] = lam.detach().double().cpu()
-        ctx.cache["fisher/input_space"] = self.input_space
-        ctx.cache["fisher/estimator"] = estimator
+        ctx.cache[FisherShared] = FisherShared(lam.detach().double().cpu(), self.input_space, estimator)
         scalars = self._scalars(lam, est, flag, estimator)
         scalars.update(self._aurocs(ctx, lam, flag))
         N = len(ctx.data)

@@ -50,6 +50,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from robustdiag.models.mode import parameter_dtype
+
 Logits = Callable[[Tensor], Tensor]  # (B, ...) -> (B, K)
 
 INPUT_SPACES = ("pixel", "normalized")
@@ -86,11 +88,8 @@ def resolve_input_space(model: nn.Module, x: Tensor, input_space: str) -> tuple[
 
 
 def model_dtype(model: nn.Module) -> torch.dtype:
-    """The floating dtype of the model's first floating parameter (float32 when it has none)."""
-    for p in model.parameters():
-        if p.is_floating_point():
-            return p.dtype
-    return torch.float32
+    """The model's floating dtype (see :func:`robustdiag.models.mode.parameter_dtype`)."""
+    return parameter_dtype(model)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -29,6 +29,8 @@ from typing import cast
 
 import torch
 import torch.nn.functional as F
+from timm.layers import Conv2dSame, ScaledStdConv2d, ScaledStdConv2dSame, StdConv2d, StdConv2dSame
+from timm.layers.conv2d_same import Conv2dSameExport
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -51,20 +53,18 @@ def _same_padding(size: int, kernel: int, stride: int, dilation: int) -> int:
 
 def _uses_dynamic_same_padding(conv: nn.Conv2d) -> bool:
     """True for timm convs that pad the input themselves with TF 'SAME' padding in ``forward``."""
-    name = type(conv).__name__
-    if name in {"Conv2dSame", "Conv2dSameExport"}:
+    if isinstance(conv, Conv2dSame | Conv2dSameExport):
         return True
-    return name in {"StdConv2dSame", "ScaledStdConv2dSame"} and bool(getattr(conv, "same_pad", False))
+    return isinstance(conv, StdConv2dSame | ScaledStdConv2dSame) and bool(getattr(conv, "same_pad", False))
 
 
 def conv_effective_weight(conv: nn.Conv2d) -> torch.Tensor:
     """The kernel the conv really applies (weight standardisation of timm's StdConv family included)."""
-    name = type(conv).__name__
-    if name in {"StdConv2d", "StdConv2dSame"}:
+    if isinstance(conv, StdConv2d | StdConv2dSame):
         flat = conv.weight.reshape(1, conv.out_channels, -1)
         eps = float(getattr(conv, "eps"))  # noqa: B009 - timm's StdConv2d attribute, untyped for mypy
         return F.batch_norm(flat, None, None, training=True, momentum=0.0, eps=eps).reshape_as(conv.weight)
-    if name in {"ScaledStdConv2d", "ScaledStdConv2dSame"}:
+    if isinstance(conv, ScaledStdConv2d | ScaledStdConv2dSame):
         flat = conv.weight.reshape(1, conv.out_channels, -1)
         gain = (cast(torch.Tensor, getattr(conv, "gain")) * float(getattr(conv, "scale"))).view(-1)  # noqa: B009
         eps = float(getattr(conv, "eps"))  # noqa: B009

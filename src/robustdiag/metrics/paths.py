@@ -45,7 +45,7 @@ from robustdiag.metrics.path_stats import (
     null_summary,
     pair_separation,
 )
-from robustdiag.models.mode import evaluating
+from robustdiag.models.mode import evaluating, parameter_dtype
 from robustdiag.progress import progress
 from robustdiag.types import EvalContext, Metric, MetricResult, MetricRoles
 
@@ -369,9 +369,9 @@ def _batch_ranges(total: int, fit_end: int, batch_size: int) -> list[tuple[int, 
 
 
 def _model_dtype(model: nn.Module) -> torch.dtype:
-    """float64 for float64 models (exact tests), else float32."""
-    param = next(model.parameters(), None)
-    return torch.float64 if param is not None and param.dtype == torch.float64 else torch.float32
+    """The precision events are computed in: float64 for float64 models (exact tests), else float32
+    (half-precision models are measured in float32)."""
+    return torch.float64 if parameter_dtype(model) == torch.float64 else torch.float32
 
 
 def run_pass(

@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import torch
 from torch import nn
 
 
@@ -32,3 +33,12 @@ def evaluating(model: nn.Module, who: str | None = None) -> Iterator[bool]:
     finally:
         for module, training in modes.items():
             module.training = training
+
+
+def parameter_dtype(model: nn.Module) -> torch.dtype:
+    """The floating dtype of the model's first floating parameter (float32 when it has none): the one
+    rule for "what precision is this model in" used by the Fisher and separation metrics."""
+    for parameter in model.parameters():
+        if parameter.is_floating_point():
+            return parameter.dtype
+    return torch.float32

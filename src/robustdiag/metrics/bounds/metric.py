@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from robustdiag.metrics.bounds.ops import PowerSettings, UnsupportedArchitecture, _exp, supported
 from robustdiag.metrics.bounds.registry import network_ops
-from robustdiag.metrics.fisher import choose_estimator
+from robustdiag.metrics.fisher import FisherShared, choose_estimator
 from robustdiag.metrics.fisher_linalg import (
     INPUT_SPACES,
     class_gradients,
@@ -103,7 +103,7 @@ class SpectralBound:
     Scalars: bound, log10_bound, log10_lipschitz, empirical_mean, ratio (bound / empirical_mean),
     log10_ratio, violations (samples with λ > bound: must be 0), local (1 when LayerNorm/attention make
     the bound valid at the evaluated inputs only), n. Per layer: layer, type, norm, log10_norm, iterations,
-    local. The empirical λ is reused from ``ctx.cache["fisher/lambda"]`` when ``metric=fisher`` ran first in
+    local. The empirical λ is reused from ``ctx.cache[FisherShared]`` when ``metric=fisher`` ran first in
     the same input space with an estimator that targets λ_max (exact, lanczos, power), else computed exactly.
     """
 
@@ -176,12 +176,12 @@ class SpectralBound:
         return MetricResult(scalars=scalars, per_layer=result.rows)
 
     def _empirical(self, ctx: EvalContext, x: Tensor, n: int, batch: int, seed: int) -> Tensor:
-        cached = ctx.cache.get("fisher/lambda")
+        shared = ctx.cache.get(FisherShared)
         if (
-            isinstance(cached, Tensor)
-            and cached.numel() >= n
-            and ctx.cache.get("fisher/input_space") == self.input_space
-            and ctx.cache.get("fisher/estimator") in ("exact", "lanczos", "power")
+            isinstance(shared, FisherShared)
+            and shared.lam.numel() >= n
+            and shared.input_space == self.input_space
+            and shared.targets_lambda_max
         ):
-            return cached[:n]
+            return shared.lam[:n]
         return empirical_lambda(ctx.model, x, input_space=self.input_space, batch_size=batch, seed=seed)
