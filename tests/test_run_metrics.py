@@ -162,3 +162,27 @@ def test_a_record_write_that_fails_keeps_the_previous_record(tmp_path, monkeypat
     assert json.loads(target.read_text()) == {"status": "complete", "x": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
     assert describe(err.value).startswith("the disk is full")
+
+
+@pytest.mark.parametrize(
+    ("name", "severity", "metric", "stat"),
+    [
+        ("gaussian_noise", 3, "fisher", "mean"),
+        ("contrast", "1", "path_separation", "excess"),
+        ("adversarial", 1, "baselines", "msp_mean"),
+    ],
+)
+def test_record_key_parsers_invert_the_builders(name: str, severity, metric: str, stat: str) -> None:
+    from robustdiag.records import schema
+
+    assert schema.parse_attack_acc_key(schema.attack_acc_key(name)) == name
+    assert schema.parse_shift_acc_key(schema.shift_acc_key(name, severity)) == (name, str(severity))
+    condition = schema.shift_condition(name, severity)
+    assert schema.parse_shifted_metric_key(schema.metric_key(metric, stat, condition)) == (
+        metric, name, str(severity), stat
+    )  # fmt: skip
+    assert (
+        schema.parse_shifted_metric_key(schema.metric_key(metric, stat)) is None
+    )  # clean keys are not shifted
+    assert schema.parse_shift_acc_key(schema.MEAN_CORRUPTION_ACC) is None
+    assert schema.parse_attack_acc_key(schema.attack_robust_column(name)) is None

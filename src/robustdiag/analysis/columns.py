@@ -8,11 +8,12 @@ adversarial, clean minus shifted), which remove the clean-accuracy level from th
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from robustdiag.records import schema
 
 # The diagnostics of the two papers; shown first and used for figures, console and ranking when present.
 HEADLINE_DIAGNOSTICS = (
@@ -24,12 +25,9 @@ HEADLINE_DIAGNOSTICS = (
 )
 MIN_FINITE = 3  # a diagnostic needs this many finite values over the complete runs
 
-_SHIFTED_METRIC = re.compile(r"^metric/(?P<name>[^/]+)/(?P<shift>[^/]+)/(?P<severity>[^/]+)/(?P<stat>[^/]+)$")
-_ATTACK_ACC = re.compile(r"^attack/(?P<attack>[^/]+)/acc$")
-_SHIFT_ACC = re.compile(r"^shift/(?P<shift>[^/]+)/(?P<severity>[^/]+)/acc$")
-MEAN_CORRUPTION = "shift/mean_corruption_acc"
-CLEAN_TEST = "clean/test_acc"
-CLEAN_EVAL = "eval/clean_acc"
+MEAN_CORRUPTION = schema.MEAN_CORRUPTION_ACC
+CLEAN_TEST = schema.CLEAN_TEST_ACC
+CLEAN_EVAL = schema.EVAL_CLEAN_ACC
 
 TARGET_KINDS = (
     "adversarial",
@@ -82,25 +80,24 @@ def headline_diagnostics(diagnostics: list[str], *, limit: int = 12) -> list[str
 
 def attack_columns(runs: pd.DataFrame) -> list[str]:
     """``attack/<name>/acc`` columns, sorted by attack name."""
-    return sorted(c for c in runs.columns if _ATTACK_ACC.match(c))
+    return sorted(c for c in runs.columns if schema.parse_attack_acc_key(c) is not None)
 
 
 def shift_columns(runs: pd.DataFrame) -> list[str]:
     """``shift/<name>/<severity>/acc`` columns, sorted by shift then numeric severity."""
-    cols = [c for c in runs.columns if _SHIFT_ACC.match(c) and c != MEAN_CORRUPTION]
+    cols = [c for c in runs.columns if schema.parse_shift_acc_key(c) is not None and c != MEAN_CORRUPTION]
 
     def key(column: str) -> tuple[str, tuple[int, float | str]]:
-        m = _SHIFT_ACC.match(column)
-        assert m is not None
-        return m["shift"], _severity_key(m["severity"])
+        parsed = schema.parse_shift_acc_key(column)
+        assert parsed is not None
+        return parsed[0], _severity_key(parsed[1])
 
     return sorted(cols, key=key)
 
 
 def parse_shifted_metric(column: str) -> tuple[str, str, str, str] | None:
     """(metric, shift, severity, stat) of ``metric/<name>/<shift>/<severity>/<stat>``, else None."""
-    m = _SHIFTED_METRIC.match(column)
-    return (m["name"], m["shift"], m["severity"], m["stat"]) if m else None
+    return schema.parse_shifted_metric_key(column)
 
 
 def clean_accuracy(runs: pd.DataFrame) -> pd.Series:

@@ -16,6 +16,7 @@ Record versions
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -86,6 +87,36 @@ def shift_acc_key(shift: str, severity: int | str) -> str:
 def shift_correct_column(shift: str, severity: int | str) -> str:
     """per_sample.csv column: 1 when the sample is classified correctly under the shift."""
     return f"shift/{shift}/{severity}/correct"
+
+
+# ---- parsers: the inverses of the builders above (what the analysis reads keys back with)
+
+_SEGMENT = r"[^/]+"
+_ATTACK_ACC = re.compile(rf"^attack/(?P<attack>{_SEGMENT})/acc$")
+_SHIFT_ACC = re.compile(rf"^shift/(?P<shift>{_SEGMENT})/(?P<severity>{_SEGMENT})/acc$")
+_SHIFTED_METRIC = re.compile(
+    rf"^metric/(?P<metric>{_SEGMENT})/(?P<shift>{_SEGMENT})/(?P<severity>{_SEGMENT})/(?P<stat>{_SEGMENT})$"
+)
+
+
+def parse_attack_acc_key(key: str) -> str | None:
+    """The attack of ``attack/<attack>/acc`` (inverse of :func:`attack_acc_key`), else None."""
+    m = _ATTACK_ACC.match(key)
+    return m["attack"] if m else None
+
+
+def parse_shift_acc_key(key: str) -> tuple[str, str] | None:
+    """(shift, severity) of ``shift/<shift>/<severity>/acc`` (inverse of :func:`shift_acc_key`), else None.
+    ``shift/mean_corruption_acc`` is not a per-condition key and gives None."""
+    m = _SHIFT_ACC.match(key)
+    return (m["shift"], m["severity"]) if m else None
+
+
+def parse_shifted_metric_key(key: str) -> tuple[str, str, str, str] | None:
+    """(metric, shift, severity, stat) of a metric key under a shift (inverse of :func:`metric_key` with a
+    shift condition), else None."""
+    m = _SHIFTED_METRIC.match(key)
+    return (m["metric"], m["shift"], m["severity"], m["stat"]) if m else None
 
 
 def join_keys(keys: Iterable[str]) -> str:
