@@ -88,11 +88,23 @@ def check_wandb_offline_files(sweep: Path) -> None:
     from wandb_offline import find_offline_runs, read_offline_run
 
     runs = [read_offline_run(path) for path in find_offline_runs(sweep)]
-    grid = [r for r in runs if r.run.get("job_type") == "grid-point"]
+    grid = [r for r in runs if r.run.get("job_type") in ("generalise", "memorise")]  # job_type = regime
     analysis = [r for r in runs if r.run.get("job_type") == "analysis"]
     assert len(grid) == 8 and len(analysis) == 1
     assert {r.run.get("group") for r in runs} == {sweep.name}
     for run in grid:
+        config = flatten(run.config)
+        assert (
+            "experiment=quickstart" in config["hydra/overrides"]
+            and config["hydra/experiment"] == "quickstart"
+        )
+        assert config["hydra/choices/model"] in (
+            "tiny_resnet",
+            "tiny_byobnet",
+        )  # the preset, not only model.name
+        epochs = [row for row in run.history if "train/loss" in row]
+        assert len(epochs) >= 2 and {"train/acc", "train/lr"} <= set(epochs[0])  # curves per epoch
+        assert any(a.startswith("run-record:") for a in run.artifacts) and "metrics.json" in run.artifacts
         flat = flatten(run.summary)
         for key in (
             "clean/test_acc",

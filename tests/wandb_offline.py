@@ -31,6 +31,7 @@ class OfflineRun:
     summary: dict[str, object] = field(default_factory=dict)  # nested keys become nested dicts
     history: list[dict[str, object]] = field(default_factory=list)  # one dict per logged step
     files: list[str] = field(default_factory=list)  # paths relative to <run>/files
+    artifacts: list[str] = field(default_factory=list)  # "<type>:<name>" and the file names each holds
     exit_code: int | None = None
 
     def file(self, relative: str) -> Path:
@@ -132,6 +133,9 @@ def read_offline_run(run_dir: Path) -> OfflineRun:
             out.history.append(step)
         elif kind == "files":
             out.files.extend(f.path for f in record.files.files)
+        elif kind == "artifact":
+            out.artifacts.append(f"{record.artifact.type}:{record.artifact.name}")
+            out.artifacts.extend(entry.path for entry in record.artifact.manifest.contents)
         elif kind == "exit":
             out.exit_code = int(record.exit.exit_code)
     return out

@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +54,7 @@ from robustdiag.train import (
     fit,
     predict_logits,
 )
+from robustdiag.train.loop import EpochStats
 from robustdiag.train.regime import labels_kind
 from robustdiag.types import (
     Attack,
@@ -191,18 +192,27 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     failed = True
     try:
         wandb_logger.start(
-            config=_plain_dict(cfg),
+            config={**_plain_dict(cfg), **hydra_facts()},
             name=f"{cfg.model.name}-{cfg.train.name}-q{cfg.train.q:g}-s{cfg.seed}",
             group=_group_name(out_dir),
             directory=out_dir,
+            job_type=str(cfg.train.name),
+            run_id=hashlib.sha256(f"{out_dir.resolve()}/{identity}".encode()).hexdigest()[:16],
         )
         hashes = TrainingHashes(config=config_hash(cfg, TRAIN_KEYS), recipe=recipe_hash(cfg.train))
-        values, tables = evaluate_grid_point(point, hashes, out_dir, record)
+        values, tables = evaluate_grid_point(
+            point, hashes, out_dir, record, on_epoch=stream_epochs(wandb_logger)
+        )
         files = write_tables(out_dir, tables)  # first: "complete" must mean every listed file is on disk
         record.update({**values, schema.FILES_KEY: schema.join_keys(files), "run/finished": _now()})
         record.complete()
         index.add(identity, code, out_dir)
         mirror_to_wandb(wandb_logger, record.values, tables)
+        wandb_logger.log_record(
+            identity,
+            [out_dir / METRICS_FILE, *(out_dir / name for name in files)],
+            point.cache_dir / "checkpoints" / str(values["train/hash"]) / "last.pt",
+        )
         failed = False
         log.info("done: %s", one_line_summary(record.values))
         return record.values
@@ -212,6 +222,41 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         raise
     finally:
         wandb_logger.finish(failed=failed)
+
+
+def stream_epochs(logger: NullLogger) -> Callable[[EpochStats], None]:
+    """Per-epoch training curves to the tracker (step = epoch)."""
+
+    def log_epoch(stats: EpochStats) -> None:
+        logger.log_metrics(
+            {
+                "train/loss": stats.loss,
+                "train/acc": stats.acc,
+                "train/lr": stats.lr,
+                "train/epoch_s": stats.seconds,
+            },
+            step=stats.epoch,
+        )
+
+    return log_epoch
+
+
+def hydra_facts() -> dict[str, Any]:
+    """What the W&B config needs beyond the resolved config: the overrides, group choices, experiment."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    hydra_cfg = cast(DictConfig, HydraConfig.get())
+    choices = OmegaConf.to_container(hydra_cfg.runtime.choices, resolve=False)
+    overrides = OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)
+    assert isinstance(choices, dict) and isinstance(overrides, list)
+    return {
+        "hydra/overrides": [str(o) for o in overrides],
+        "hydra/choices": {str(k): v for k, v in choices.items() if not str(k).startswith("hydra/")},
+        "hydra/experiment": choices.get("experiment"),
+        "hydra/job_num": OmegaConf.select(hydra_cfg, "job.num", default=None),
+    }
 
 
 def launcher_jobs() -> int:
@@ -265,7 +310,11 @@ def identity_keys(cfg: DictConfig) -> dict[str, Any]:
 
 
 def evaluate_grid_point(
-    point: GridPoint, hashes: TrainingHashes, out_dir: Path, record: RunRecord
+    point: GridPoint,
+    hashes: TrainingHashes,
+    out_dir: Path,
+    record: RunRecord,
+    on_epoch: Callable[[EpochStats], None] | None = None,
 ) -> tuple[dict[str, Any], Tables]:
     """Train or load the model, then measure everything the grid point asks for."""
     values: dict[str, Any] = {}
@@ -310,6 +359,7 @@ def evaluate_grid_point(
             device=point.device,
             seed=point.seed,
             store=store,
+            on_epoch=on_epoch,
         )
     values.update(
         {

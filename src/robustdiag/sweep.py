@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -109,7 +110,7 @@ class SweepSummary(Callback):
         uses_wandb = _is_wandb_logger(config.get("logger"))
         wandb_logger = None
         if uses_wandb:
-            project = config.logger.get("project", "robustdiag")
+            project = config.logger.get("project") or os.environ.get("WANDB_PROJECT") or "robustdiag"
             wandb_logger = functools.partial(
                 log_summary,
                 project=project,

@@ -61,7 +61,11 @@ def resolve_mode(mode: str | None = "auto", key: str = "logger.mode") -> WandbMo
 class NullLogger:
     """``logger=none``: the local record only."""
 
-    def start(self, *, config: dict[str, Any], name: str, group: str, directory: Path) -> None: ...
+    def start(
+        self, *, config: dict[str, Any], name: str, group: str, directory: Path, job_type: str, run_id: str
+    ) -> None: ...
+
+    def log_metrics(self, values: dict[str, float], step: int) -> None: ...
 
     def log_summary(self, values: dict[str, Any]) -> None: ...
 
@@ -69,28 +73,67 @@ class NullLogger:
 
     def log_histogram(self, key: str, values: np.ndarray) -> None: ...
 
+    def log_record(self, name: str, files: list[Path], checkpoint: Path | None) -> None: ...
+
     def finish(self, *, failed: bool) -> None: ...
 
 
+def _tags(tags: Any) -> list[str]:
+    """``logger.tags`` as a list of strings; a plain string is refused (it would become one tag per letter)."""
+    if tags is None:
+        env = os.environ.get("WANDB_TAGS", "")
+        return [t.strip() for t in env.split(",") if t.strip()]
+    if isinstance(tags, str):
+        raise ValueError(
+            f"logger.tags={tags!r} must be a list, e.g. logger.tags=[{tags}] (or WANDB_TAGS=a,b)"
+        )
+    return [str(t) for t in tags]
+
+
 class WandbLogger(NullLogger):
-    """``logger=wandb``: one W&B run per grid point, grouped by sweep."""
+    """``logger=wandb``: one W&B run per grid point, following W&B's conventions.
+
+    Unset (null) settings fall back to W&B's environment variables, then to robustdiag's defaults:
+    ``project`` ($WANDB_PROJECT, else "robustdiag"), ``entity`` ($WANDB_ENTITY), ``name`` ($WANDB_NAME,
+    else model-regime-q-seed), ``group`` ($WANDB_RUN_GROUP, else the sweep), ``job_type`` ($WANDB_JOB_TYPE,
+    else the training regime), ``tags`` ($WANDB_TAGS, comma-separated). Training curves stream per epoch,
+    the console is captured, the record files are logged as a ``run-record`` artifact (and the trained
+    checkpoint as a ``model`` artifact with ``log_checkpoint=true``, up to ``checkpoint_max_mb``). A run
+    that resumes after a kill continues the same W&B run (its id is derived from the job folder and config).
+    """
 
     def __init__(
         self,
-        project: str = "robustdiag",
+        project: str | None = None,
         entity: str | None = None,
         mode: str = "auto",
         tags: list[str] | None = None,
-        job_type: str = "grid-point",
+        job_type: str | None = None,
+        name: str | None = None,
+        group: str | None = None,
+        console: str = "auto",
+        log_checkpoint: bool = False,
+        checkpoint_max_mb: float = 200.0,
     ) -> None:
-        self.project = project
-        self.entity = entity
+        self.project = project or os.environ.get("WANDB_PROJECT") or "robustdiag"
+        self.entity = entity or os.environ.get("WANDB_ENTITY") or None
         self.mode = resolve_mode(mode)
-        self.tags = list(tags or [])
-        self.job_type = job_type
+        self.tags = _tags(tags)
+        self.job_type = job_type or os.environ.get("WANDB_JOB_TYPE") or None
+        self.name = name or os.environ.get("WANDB_NAME") or None
+        self.group = group or os.environ.get("WANDB_RUN_GROUP") or None
+        if console not in ("auto", "off", "wrap", "redirect"):
+            raise ValueError(
+                f"logger.console={console!r} is not valid; valid values: auto, off, wrap, redirect"
+            )
+        self.console = console
+        self.log_checkpoint = bool(log_checkpoint)
+        self.checkpoint_max_mb = float(checkpoint_max_mb)
         self.run: Any = None
 
-    def start(self, *, config: dict[str, Any], name: str, group: str, directory: Path) -> None:
+    def start(
+        self, *, config: dict[str, Any], name: str, group: str, directory: Path, job_type: str, run_id: str
+    ) -> None:
         try:
             import wandb
 
@@ -99,19 +142,29 @@ class WandbLogger(NullLogger):
                 project=self.project,
                 entity=self.entity,
                 mode=self.mode,
-                name=name,
-                group=group,
-                job_type=self.job_type,
+                name=self.name or name,
+                group=self.group or group,
+                job_type=self.job_type or job_type,
                 tags=self.tags,
                 config=config,
                 dir=str(directory),
+                id=run_id,
+                resume="allow",  # a relaunched (killed) job continues its W&B run
                 reinit="finish_previous",
-                settings=wandb.Settings(silent=True, console="off"),
+                settings=wandb.Settings(silent=True, console=cast(Any, self.console)),
             )
-            log.info("W&B run %s (%s mode) in %s", name, self.mode, directory / "wandb")
+            log.info("W&B run %s (%s mode) in %s", self.name or name, self.mode, directory / "wandb")
         except Exception as err:  # noqa: BLE001 - W&B must never take the run down
             self._warn("start", err)
             self.run = None
+
+    def log_metrics(self, values: dict[str, float], step: int) -> None:
+        if self.run is None:
+            return
+        try:
+            self.run.log(values, step=step)
+        except Exception as err:  # noqa: BLE001
+            self._warn("log", err)
 
     def log_summary(self, values: dict[str, Any]) -> None:
         if self.run is None:
@@ -145,6 +198,33 @@ class WandbLogger(NullLogger):
             self.run.log({key: wandb.Histogram(finite)})
         except Exception as err:  # noqa: BLE001
             self._warn("log_histogram", err)
+
+    def log_record(self, name: str, files: list[Path], checkpoint: Path | None) -> None:
+        """The run record's files as a ``run-record`` artifact; the checkpoint as a ``model`` artifact when
+        ``log_checkpoint`` is on and it is at most ``checkpoint_max_mb``."""
+        if self.run is None:
+            return
+        try:
+            import wandb
+
+            record = wandb.Artifact(f"record-{name}", type="run-record")
+            for path in files:
+                if path.is_file():
+                    record.add_file(str(path), name=path.name)
+            self.run.log_artifact(record)
+            if self.log_checkpoint and checkpoint is not None and checkpoint.is_file():
+                size_mb = checkpoint.stat().st_size / 2**20
+                if size_mb <= self.checkpoint_max_mb:
+                    model = wandb.Artifact(f"model-{name}", type="model")
+                    model.add_file(str(checkpoint), name="last.pt")
+                    self.run.log_artifact(model)
+                else:
+                    log.info(
+                        "checkpoint %s is %.0f MB > logger.checkpoint_max_mb=%g: not uploaded",
+                        checkpoint, size_mb, self.checkpoint_max_mb,
+                    )  # fmt: skip
+        except Exception as err:  # noqa: BLE001
+            self._warn("log_artifact", err)
 
     def finish(self, *, failed: bool) -> None:
         if self.run is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -59,8 +60,11 @@ def fit(
     device: torch.device,
     seed: int,
     store: CheckpointStore | None = None,
+    on_epoch: Callable[[EpochStats], None] | None = None,
 ) -> TrainResult:
-    """Train ``model`` in place under ``regime``, resuming from ``store`` when it holds a checkpoint."""
+    """Train ``model`` in place under ``regime``, resuming from ``store`` when it holds a checkpoint.
+
+    ``on_epoch`` sees every epoch's statistics as it ends (e.g. a tracker streaming training curves)."""
     start_time = time.perf_counter()
     torch.manual_seed(seed)
     model.to(device)
@@ -108,6 +112,8 @@ def fit(
         )  # fmt: skip
         if store is not None:
             store.save(_state(model, optimizer, scheduler, result.history, epoch + 1, done))
+        if on_epoch is not None:
+            on_epoch(stats)
         if done:
             if reached:
                 log.info("train accuracy (eval mode) >= stop_train_acc %.3f: stopping", regime.stop_train_acc)

@@ -1,0 +1,71 @@
+"""The per-run W&B logger follows W&B's conventions: explicit settings, else W&B's environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from robustdiag.records.wandb_logger import WandbLogger
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for key in (
+        "WANDB_PROJECT",
+        "WANDB_ENTITY",
+        "WANDB_NAME",
+        "WANDB_RUN_GROUP",
+        "WANDB_JOB_TYPE",
+        "WANDB_TAGS",
+    ):
+        monkeypatch.delenv(key, raising=False)
+    return monkeypatch
+
+
+def test_environment_variables_fill_unset_settings(clean_env: pytest.MonkeyPatch) -> None:
+    assert WandbLogger(mode="disabled").project == "robustdiag"
+    clean_env.setenv("WANDB_PROJECT", "from-env")
+    clean_env.setenv("WANDB_TAGS", "a, b,,c")
+    clean_env.setenv("WANDB_RUN_GROUP", "grp")
+    clean_env.setenv("WANDB_JOB_TYPE", "jt")
+    logger = WandbLogger(mode="disabled")
+    assert (logger.project, logger.tags, logger.group, logger.job_type) == (
+        "from-env",
+        ["a", "b", "c"],
+        "grp",
+        "jt",
+    )
+    explicit = WandbLogger(project="mine", tags=["x"], group="g", job_type="j", mode="disabled")
+    assert (explicit.project, explicit.tags, explicit.group, explicit.job_type) == ("mine", ["x"], "g", "j")
+
+
+def test_bad_logger_settings_are_refused(clean_env: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match=r"logger.tags='a,b' must be a list, e.g. logger.tags=\[a,b\]"):
+        WandbLogger(tags="a,b", mode="disabled")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="logger.console='loud' is not valid"):
+        WandbLogger(console="loud", mode="disabled")
+    with pytest.raises(ValueError, match="logger.mode='sometimes' is not a W&B mode"):
+        WandbLogger(mode="sometimes")
+
+
+def test_an_offline_run_streams_epochs_and_logs_the_record(
+    tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    from wandb_offline import find_offline_runs, read_offline_run
+
+    (tmp_path / "metrics.json").write_text('{"status": "complete"}')
+    logger = WandbLogger(mode="offline", console="off")
+    logger.start(
+        config={"seed": 0}, name="n", group="g", directory=tmp_path, job_type="memorise", run_id="abc123"
+    )
+    for epoch in (1, 2, 3):
+        logger.log_metrics({"train/loss": 1.0 / epoch}, step=epoch)
+    logger.log_record("cfghash", [tmp_path / "metrics.json"], checkpoint=None)
+    logger.finish(failed=False)
+    (run,) = [read_offline_run(p) for p in find_offline_runs(tmp_path)]
+    assert run.run["job_type"] == "memorise" and run.run["run_id"] == "abc123" and run.run["group"] == "g"
+    assert [row["train/loss"] for row in run.history if "train/loss" in row] == pytest.approx(
+        [1.0, 0.5, 1 / 3]
+    )
+    assert "run-record:record-cfghash" in run.artifacts and "metrics.json" in run.artifacts
