@@ -186,3 +186,36 @@ def test_record_key_parsers_invert_the_builders(name: str, severity, metric: str
     )  # clean keys are not shifted
     assert schema.parse_shift_acc_key(schema.MEAN_CORRUPTION_ACC) is None
     assert schema.parse_attack_acc_key(schema.attack_robust_column(name)) is None
+
+
+def test_the_end_of_sweep_table_shows_every_swept_key(tmp_path) -> None:
+    """Before: two points that differ only in data.path printed as identical rows."""
+    import json
+
+    import yaml
+
+    from robustdiag.sweep import runs_table
+
+    for job, path in (("0", "/data/a"), ("1", "/data/b")):
+        (tmp_path / job / ".hydra").mkdir(parents=True)
+        (tmp_path / job / ".hydra" / "overrides.yaml").write_text(
+            yaml.safe_dump([f"data.path={path}", "seed=0"])
+        )
+        (tmp_path / job / "metrics.json").write_text(
+            json.dumps({"status": "complete", "model": "m", "seed": 0})
+        )
+    table = runs_table(tmp_path)
+    assert list(table["data.path"]) == ["/data/a", "/data/b"] and "seed" in table.columns
+
+
+def test_run_command_is_the_launchers_under_slurm_and_joblib(monkeypatch) -> None:
+    """Jobs started by submitit or loky see their own argv; the launcher exports the user's command."""
+    import sys
+
+    from robustdiag.records.provenance import COMMAND_ENV, user_command
+
+    monkeypatch.setattr(sys, "argv", ["/x/submitit/_submit.py", "/sweep/.submitit/12"])
+    monkeypatch.delenv(COMMAND_ENV, raising=False)
+    assert user_command() == "_submit.py /sweep/.submitit/12"
+    monkeypatch.setenv(COMMAND_ENV, "robustdiag -m experiment=quickstart hydra/launcher=slurm")
+    assert user_command() == "robustdiag -m experiment=quickstart hydra/launcher=slurm"

@@ -31,6 +31,7 @@ from hydra.core.override_parser.types import Override
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from robustdiag.records.provenance import COMMAND_ENV, user_command
 from robustdiag.records.schema import METRICS_FILE
 from robustdiag.records.schema import is_complete as record_is_complete
 
@@ -239,6 +240,7 @@ class SweepGuard(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Hydra 1.3 turns exceptions raised in callbacks into warnings and launches anyway, so a
         # refused sweep ends the process here, before the sweeper has created anything.
+        os.environ.setdefault(COMMAND_ENV, user_command())  # jobs inherit it: run/command is the user's
         try:
             self.check(config)
             check_output_dir(str(OmegaConf.select(config, "hydra.sweep.dir")), "hydra.sweep.dir")

@@ -17,6 +17,7 @@ import pandas as pd
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from robustdiag.analysis.reader import read_overrides
 from robustdiag.records import METRICS_FILE, read_json
 from robustdiag.records.schema import FAILED, is_set_aside
 
@@ -41,6 +42,7 @@ def runs_table(sweep_dir: Path) -> pd.DataFrame:
     """One row per job directory under ``sweep_dir`` with the headline numbers of its record."""
     rows = []
     paths = (p for p in sweep_dir.rglob(METRICS_FILE) if not is_set_aside(p))
+    overrides: list[dict[str, str]] = []
     for path in sorted(paths, key=lambda p: _job_order(p.parent.name)):
         record = read_json(path) or {"status": "unreadable"}
         row: dict[str, Any] = {"job": path.parent.relative_to(sweep_dir).as_posix()}
@@ -51,6 +53,14 @@ def runs_table(sweep_dir: Path) -> pd.DataFrame:
             if key.startswith("attack/") and key.endswith("/acc"):
                 row[f"{key.split('/')[1]} acc"] = value
         rows.append(row)
+        pairs = (o.split("=", 1) for o in read_overrides(path.parent) or () if "=" in o)
+        overrides.append({key.lstrip("+~"): value for key, value in pairs})
+    swept = [
+        k for k in dict.fromkeys(k for o in overrides for k in o) if len({o.get(k) for o in overrides}) > 1
+    ]
+    shown = {"model", "train", "seed", "train.q"}  # already columns (model, regime, seed, q)
+    for row, job_overrides in zip(rows, overrides, strict=True):  # every swept key, so rows never look alike
+        row.update({key: job_overrides.get(key, "-") for key in swept if key not in row and key not in shown})
     return pd.DataFrame(rows)
 
 

@@ -24,7 +24,7 @@ from PIL import Image
 from robustdiag.data.bundle import DataBundle, ImageData, channel_stats, resize_images
 from robustdiag.data.cache import cache_path, load_cached, path_fingerprint, save_cached
 from robustdiag.data.cifar import find_cifar_folder, read_cifar
-from robustdiag.progress import progress
+from robustdiag.progress import progress, progress_enabled
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +176,15 @@ def _stack(arrays: list[np.ndarray], image_size: int | None) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------- selection
+
+
+def quiet_datasets_outside_terminals() -> None:
+    """``datasets`` draws its own progress bars; outside a terminal (Slurm logs, CI) they are noise."""
+    if progress_enabled():
+        return
+    import datasets
+
+    datasets.disable_progress_bars()
 
 
 def check_pixel_stats(key: str, values: Sequence[float]) -> None:
@@ -378,6 +387,7 @@ class HFImageSource:
 
     def load(self, cache_dir: pathlib.Path) -> DataBundle:
         """Decoded tensors from the cache, or decode, cache and return them."""
+        quiet_datasets_outside_terminals()
         target = cache_path(cache_dir, self.name, self.cache_params())
         cached = load_cached(target)
         if cached is None:

@@ -55,11 +55,20 @@ def hardware(device: torch.device | None = None) -> dict[str, str | int]:
     return info
 
 
+COMMAND_ENV = "ROBUSTDIAG_COMMAND"  # the launching command, exported to Slurm and joblib workers
+
+
+def user_command() -> str:
+    """The command the user typed: the launcher's (exported in ``ROBUSTDIAG_COMMAND`` before jobs start,
+    so Slurm and joblib workers do not record submitit's or loky's own argv), else this process's."""
+    return os.environ.get(COMMAND_ENV) or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+
+
 def provenance(device: torch.device | None = None) -> dict[str, str | int | bool]:
     """Command, commit, version and hardware, as flat record keys."""
     commit, dirty = git_commit()
     return {
-        "run/command": " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "run/command": user_command(),
         "run/commit": commit,
         "run/dirty": dirty,
         "run/version": robustdiag.__version__,
