@@ -207,3 +207,19 @@ def test_a_bad_value_is_one_line_not_a_traceback(tmp_path: Path) -> None:
         env={"HYDRA_FULL_ERROR": "1"},
     )  # fmt: skip
     assert full.returncode == 1 and "Traceback" in full.stderr
+
+
+def test_optuna_search_over_the_learning_rate_runs_on_digits(tmp_path: Path) -> None:
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    out = robustdiag(
+        tmp_path, "hparams_search=lr_digits", "hydra.sweeper.n_trials=2", "train.epochs=1", "eval.n_samples=50",
+        f"hydra.sweep.dir={tmp_path / 'search'}",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    import yaml
+
+    result = yaml.safe_load((tmp_path / "search" / "optimization_results.yaml").read_text())
+    assert set(result["best_params"]) == {"train.optimizer.lr", "train.optimizer.weight_decay"}
+    assert 0.0 <= result["best_value"] <= 1.0
+    values = sorted(r["attack/pgd_linf/acc"] for r in records(tmp_path / "search"))
+    assert len(values) == 2 and result["best_value"] == pytest.approx(values[-1])  # the app returned it

@@ -188,7 +188,7 @@ def test_bad_eval_settings_and_seeds_are_refused_before_training(override: str, 
 
 
 HELP = CONF / "hydra" / "help" / "robustdiag.yaml"
-USER_GROUPS = ("data", "train", "shift", "attack", "metric", "logger", "experiment")
+USER_GROUPS = ("data", "train", "shift", "attack", "metric", "logger", "experiment", "hparams_search")
 
 
 def test_help_lists_every_user_option_and_no_internal_group() -> None:
