@@ -64,6 +64,7 @@ def test_quickstart_sweep_end_to_end(tmp_path: Path) -> None:
         f"hydra.sweep.dir={tmp_path / 'sweep'}",
     )
     assert out.returncode == 0, out.stderr[-3000:]
+    assert "][quickstart#0][" in out.stdout + out.stderr  # every job's log lines say which job they are from
     runs = records(tmp_path / "sweep")
     assert len(runs) == 8
     assert {r["status"] for r in runs} == {"complete"}
@@ -223,3 +224,18 @@ def test_optuna_search_over_the_learning_rate_runs_on_digits(tmp_path: Path) -> 
     assert 0.0 <= result["best_value"] <= 1.0
     values = sorted(r["attack/pgd_linf/acc"] for r in records(tmp_path / "search"))
     assert len(values) == 2 and result["best_value"] == pytest.approx(values[-1])  # the app returned it
+
+
+def test_hydra_verbose_turns_on_robustdiag_debug_lines(tmp_path: Path) -> None:
+    args = ("data=synthetic", "data.n_train=100", "data.n_test=50", "data.image_size=8", "train.epochs=1",
+            "eval.n_samples=20", f"hydra.run.dir={tmp_path / 'run'}")  # fmt: skip
+    quiet = robustdiag(tmp_path, *args)
+    verbose = robustdiag(
+        tmp_path, *args[:-1], f"hydra.run.dir={tmp_path / 'run2'}", "hydra.verbose=robustdiag"
+    )
+    assert quiet.returncode == 0 and verbose.returncode == 0, verbose.stderr[-2000:]
+    assert "[DEBUG]" not in quiet.stdout + quiet.stderr
+    debug = [line for line in (verbose.stdout + verbose.stderr).splitlines() if "[DEBUG]" in line]
+    assert any("built train.regime" in line for line in debug) and any(
+        "torch threads" in line for line in debug
+    )

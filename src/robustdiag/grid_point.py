@@ -8,6 +8,7 @@ Below it nothing reads the config.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,8 @@ from robustdiag.data import DataBundle
 from robustdiag.errors import ConfigError, instantiate_at
 from robustdiag.train import Regime
 from robustdiag.types import Attack, Metric, Shift
+
+log = logging.getLogger("robustdiag")
 
 # Keys of model.kwargs that the data decides; setting them twice is refused.
 DATA_DECIDED_MODEL_KWARGS = {
@@ -195,6 +198,11 @@ def build_grid_point(cfg: DictConfig) -> GridPoint:
                     f"{kind}.{name}: _target_ builds a {type(obj).__name__}, which is not a robustdiag {kind} "
                     f"(see robustdiag.types.{protocol.__name__})"
                 )
+    for kind, built in (("train", {"regime": regime}), ("attack", attacks), ("metric", metrics)):
+        for name, obj in built.items():
+            log.debug("built %s.%s: %r", kind, name, obj)
+    for shift in shifts:
+        log.debug("built shift.%s: %r", shift.name, shift)
     names = [shift.name for shift in shifts]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:

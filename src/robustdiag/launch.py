@@ -74,11 +74,21 @@ def sweep_token() -> str:
     return _token
 
 
+JOB_TAG_RESOLVER = "rd.job"
+
+
 def register_resolvers() -> None:
     """Register ``${rd.unique:}`` (idempotent). ``use_cache`` makes Hydra copy the value resolved in
     the launching process into every job's config (``load_sweep_config`` copies the resolver cache)."""
     if not OmegaConf.has_resolver(UNIQUE_RESOLVER):
         OmegaConf.register_new_resolver(UNIQUE_RESOLVER, sweep_token, use_cache=True)
+    if not OmegaConf.has_resolver(JOB_TAG_RESOLVER):
+        OmegaConf.register_new_resolver(JOB_TAG_RESOLVER, job_tag)
+
+
+def job_tag(name: str, num: int | None) -> str:
+    """``${rd.job:${hydra:job.name},${hydra:job.num}}``: ``name#num`` in a multirun, ``name`` otherwise."""
+    return str(name) if num is None else f"{name}#{num}"
 
 
 # --------------------------------------------------------------------------- grid

@@ -170,6 +170,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     code = code_identity(*git_commit(), robustdiag.__version__)
     index = RecordIndex(check_cache_dir(cfg.cache_dir))
     source = index.find(identity, code, exclude=out_dir) if cfg.skip_complete else None
+    log.debug("config/hash %s, code %s, complete record elsewhere: %s", identity, code, source)
     set_aside_other_config(out_dir, identity)
     if source is not None:  # the same configuration, run by the same code, completed elsewhere
         log.info(
@@ -288,6 +289,13 @@ def set_threads(threads: int | None, jobs: int) -> int:
     if threads is not None and (isinstance(threads, bool) or not str(threads).isdigit() or int(threads) < 1):
         raise ValueError(f"threads={threads!r} must be a positive integer or null (automatic)")
     n = int(threads) if threads is not None else max(1, available_cores() // max(1, jobs))
+    log.debug(
+        "torch threads: %d (threads=%s, %d available cores, %d parallel jobs)",
+        n,
+        threads,
+        available_cores(),
+        jobs,
+    )
     torch.set_num_threads(n)
     return n
 

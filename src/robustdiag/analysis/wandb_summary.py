@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from robustdiag.analysis.columns import attack_columns, main_targets, short_name
+from robustdiag.analysis.columns import MEAN_CORRUPTION, attack_columns, main_targets, short_name
 from robustdiag.analysis.correlations import pooled
 from robustdiag.analysis.options import DEFAULT_PROJECT
 from robustdiag.analysis.result import AnalysisResult
@@ -65,10 +65,12 @@ def summary_values(result: AnalysisResult) -> dict[str, float | int | str]:
 
 
 def _scatter_plots(wandb: object, result: AnalysisResult) -> dict[str, object]:
-    """wandb.plot.scatter of each diagnostic against each robust accuracy."""
+    """wandb.plot.scatter of each declared diagnostic (and baseline) against each robustness measure:
+    robust accuracy per attack and the mean corruption accuracy. Nothing else (no counts or timings)."""
     complete = result.complete
     plots: dict[str, object] = {}
-    for attack in attack_columns(complete):
+    measures = attack_columns(complete) + [c for c in (MEAN_CORRUPTION,) if c in complete.columns]
+    for attack in measures:
         for diagnostic in result.diagnostics:
             columns = [c for c in RUN_COLUMNS if c in complete.columns] + [diagnostic, attack]
             frame = to_table_frame(complete[columns].dropna(subset=[diagnostic, attack]))

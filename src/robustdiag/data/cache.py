@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import pathlib
 import warnings
@@ -13,6 +14,8 @@ import torch
 from robustdiag.data.bundle import ImageData
 
 CACHE_VERSION = 1  # bump when the decoded content of an unchanged config would change
+
+log = logging.getLogger("robustdiag")
 
 
 def path_fingerprint(path: pathlib.Path) -> str | None:
@@ -76,7 +79,9 @@ CachedData = tuple[
 def load_cached(path: pathlib.Path) -> CachedData | None:
     """The cached (train, test, classes, mean, std, meta), or None when absent; unreadable files warn."""
     if not path.is_file():
+        log.debug("data cache miss: %s", path)
         return None
+    log.debug("data cache hit: %s (delete it to decode again)", path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         if payload.get("version") != CACHE_VERSION:
