@@ -64,6 +64,7 @@ from robustdiag.types import (
     MetricNotApplicable,
     MetricResult,
     Shift,
+    needs_model,
     share_work,
 )
 
@@ -87,6 +88,15 @@ class TrainingHashes:
 
     config: str  # the training-relevant config (TRAIN_KEYS)
     recipe: str  # the regime without what labels it trains on and for how long (train/recipe)
+
+
+@dataclass
+class RunResult:
+    """What evaluating a grid point produces: the flat record values and the per-sample/per-layer tables
+    (``records.schema`` names every key). ``evaluate_model`` returns one without Hydra."""
+
+    values: dict[str, Any]
+    tables: Tables
 
 
 @dataclass
@@ -201,9 +211,8 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             run_id=hashlib.sha256(f"{out_dir.resolve()}/{identity}".encode()).hexdigest()[:16],
         )
         hashes = TrainingHashes(config=config_hash(cfg, TRAIN_KEYS), recipe=recipe_hash(cfg.train))
-        values, tables = evaluate_grid_point(
-            point, hashes, out_dir, record, on_epoch=stream_epochs(wandb_logger)
-        )
+        result = evaluate_grid_point(point, hashes, out_dir, record, on_epoch=stream_epochs(wandb_logger))
+        values, tables = result.values, result.tables
         files = write_tables(out_dir, tables)  # first: "complete" must mean every listed file is on disk
         record.update({**values, schema.FILES_KEY: schema.join_keys(files), "run/finished": _now()})
         record.complete()
@@ -323,7 +332,7 @@ def evaluate_grid_point(
     out_dir: Path,
     record: RunRecord,
     on_epoch: Callable[[EpochStats], None] | None = None,
-) -> tuple[dict[str, Any], Tables]:
+) -> RunResult:
     """Train or load the model, then measure everything the grid point asks for."""
     values: dict[str, Any] = {}
     with timed(values, "data"):
@@ -385,9 +394,10 @@ def evaluate_grid_point(
         values.update(clean_accuracies(model, bundle, train_labels, test_logits, batch_size))
         values[schema.GOAL_REACHED_KEY] = goal_reached(regime, values[schema.CLEAN_TRAIN_ACC], result.epochs)
         record.update(values)
-        eval_values, tables = evaluate_model(point, model, bundle, train_labels, test_logits)
+        evaluated = evaluate_model(point, model, bundle, train_labels, test_logits)
+        eval_values, tables = evaluated.values, evaluated.tables
     values.update(eval_values)
-    return values, tables
+    return RunResult(values, tables)
 
 
 def clean_accuracies(
@@ -459,7 +469,7 @@ def evaluate_model(
     bundle: DataBundle,
     train_labels: torch.Tensor,
     test_logits: torch.Tensor,  # (N_test, K) logits of the whole test split, computed once
-) -> tuple[dict[str, Any], Tables]:
+) -> RunResult:
     """Attacks, diagnostics and shifts on the fixed evaluation samples."""
     values: dict[str, Any] = {}
     test, train = eval_sets(bundle, train_labels, point.eval.n_samples, point.eval.seed, point.device)
@@ -493,7 +503,7 @@ def evaluate_model(
     )
     clean_scalars = run_metrics(metrics, clean_ctx, "clean", values, tables)
     run_shifts(point.shifts, model, test, metrics, clean_ctx, clean_scalars, values, tables)
-    return values, tables
+    return RunResult(values, tables)
 
 
 def declared_roles(metrics: Iterable[Metric]) -> dict[str, str]:
@@ -591,7 +601,7 @@ def run_shifts(
             correct = logits.argmax(dim=1) == test.y
             values[schema.shift_acc_key(name, severity)] = float(correct.float().mean())
             tables.per_sample[schema.shift_correct_column(name, severity)] = correct.cpu().numpy()
-            if not getattr(shift, "adversarial", False):
+            if not needs_model(shift):
                 corruption_accs.append(values[schema.shift_acc_key(name, severity)])
             shifted = EvalSet(x=x, y=test.y, index=test.index, condition=condition)
             ctx = dataclasses.replace(clean_ctx, data=shifted, logits=logits, clean=test, cache={})

@@ -132,6 +132,9 @@ def share_work(metrics: Iterable[Metric]) -> None:
 
 @runtime_checkable
 class Shift(Protocol):
+    """A distribution shift of the input pixels. Only shifts that declare ``adversarial = True`` (see
+    :class:`ModelShift`) receive the labels and the model; a corruption never needs them."""
+
     name: str  # record key, e.g. "gaussian_noise"
     severities: Sequence[int]
 
@@ -142,9 +145,33 @@ class Shift(Protocol):
         *,
         generator: torch.Generator,  # CPU or x.device; a CPU generator gives identical CPU/CUDA results
         index: torch.Tensor | None = None,  # (B,) sample positions in the test split
-        y: torch.Tensor | None = None,  # (B,) labels (needed by the adversarial shift)
-        model: nn.Module | None = None,  # the model under evaluation (adversarial shift)
     ) -> torch.Tensor: ...  # (B, C, H, W) in [0, 1], same dtype and device
+
+
+@runtime_checkable
+class ModelShift(Protocol):
+    """A shift that depends on the model under evaluation (the adversarial shift); left out of the mean
+    corruption accuracy."""
+
+    name: str
+    severities: Sequence[int]
+    adversarial: bool  # True
+
+    def __call__(
+        self,
+        x: torch.Tensor,  # (B, C, H, W) in [0, 1]
+        severity: int,
+        *,
+        generator: torch.Generator,
+        index: torch.Tensor | None = None,
+        y: torch.Tensor | None = None,  # (B,) labels
+        model: nn.Module | None = None,  # the model under evaluation
+    ) -> torch.Tensor: ...
+
+
+def needs_model(shift: Shift | ModelShift) -> bool:
+    """Whether ``shift`` is a :class:`ModelShift` (gets ``y`` and ``model``)."""
+    return bool(getattr(shift, "adversarial", False))
 
 
 @runtime_checkable

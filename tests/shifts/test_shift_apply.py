@@ -82,11 +82,13 @@ def test_apply_shift_validates_its_arguments() -> None:
 
 
 def test_apply_shift_passes_index_labels_and_model_per_batch() -> None:
+    """Labels and the model go only to shifts that declare ``adversarial = True`` (types.ModelShift)."""
     seen: list[tuple[list[int], list[int], object]] = []
 
     class Recorder:
         name = "recorder"
         severities = (1,)
+        adversarial = True
 
         def __call__(
             self,
@@ -109,6 +111,16 @@ def test_apply_shift_passes_index_labels_and_model_per_batch() -> None:
     )
     assert torch.equal(out, x)
     assert seen == [([10, 11], [0, 1], model), ([12, 13], [2, 3], model), ([14], [4], model)]
+
+    class Corruption:  # no y/model parameters at all: a plain shift never receives them
+        name, severities = "plain", (1,)
+
+        def __call__(self, x, severity, *, generator, index=None):
+            return x
+
+    assert torch.equal(
+        apply_shift(Corruption(), x, 1, seed=0, batch_size=2, y=torch.arange(5), model=model), x
+    )
 
 
 class SignGradientAttack:

@@ -71,19 +71,15 @@ class FisherEstimate:
 
 
 def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
-    """Rank-based AUROC (Mann–Whitney U / n₊n₋, ties get average ranks); NaN if one class is absent."""
-    pos = np.asarray(positive, dtype=bool)
+    """AUROC of ``scores`` for ``positive`` (ties count one half); NaN if one class is absent. The one
+    implementation is :func:`robustdiag.analysis.stats.weighted_auroc` (the analysis bootstraps it)."""
+    from robustdiag.analysis.stats import weighted_auroc
+
     s = np.asarray(scores, dtype=np.float64)
-    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
-    if n_pos == 0 or n_neg == 0:
+    pos = np.asarray(positive, dtype=bool)
+    if pos.all() or not pos.any():
         return float("nan")
-    order = np.argsort(s, kind="mergesort")
-    _, inverse, counts = np.unique(s[order], return_inverse=True, return_counts=True)
-    ends = np.cumsum(counts)
-    average = (ends - counts + 1 + ends) / 2.0  # mean of the 1-based ranks start+1 .. end
-    ranks = np.empty_like(s)
-    ranks[order] = average[inverse]
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    return float(weighted_auroc(s, pos, np.ones((1, s.size)))[0])
 
 
 def choose_estimator(

@@ -14,26 +14,20 @@ from robustdiag.shifts.jpeg import JpegCompression, jpeg_roundtrip
 from robustdiag.shifts.noise import GaussianNoise, ImpulseNoise, ShotNoise, SpeckleNoise
 from robustdiag.shifts.weather import Fog, plasma_fractal
 
-CORRUPTIONS: dict[str, type[Corruption]] = {
-    cls.name: cls
-    for cls in (
-        GaussianNoise,
-        ShotNoise,
-        ImpulseNoise,
-        SpeckleNoise,
-        DefocusBlur,
-        GaussianBlur,
-        MotionBlur,
-        ZoomBlur,
-        Fog,
-        Brightness,
-        Contrast,
-        Saturate,
-        ElasticTransform,
-        Pixelate,
-        JpegCompression,
-    )
-}
+
+def _computed_corruptions() -> dict[str, type[Corruption]]:
+    """Every imported :class:`Corruption` subclass with a record name: no list to keep in step."""
+    found: dict[str, type[Corruption]] = {}
+    pending = list(Corruption.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if cls.name:
+            found[cls.name] = cls
+    return dict(sorted(found.items()))
+
+
+CORRUPTIONS: dict[str, type[Corruption]] = _computed_corruptions()
 """The computed corruptions by record name (for tests and benchmarks; configs use ``_target_``)."""
 
 __all__ = [

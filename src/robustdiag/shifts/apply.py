@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import operator
 import zlib
+from typing import cast
 
 import torch
 from torch import nn
 
 from robustdiag.progress import progress
-from robustdiag.types import Shift
+from robustdiag.types import ModelShift, Shift, needs_model
 
 
 def shift_seed(seed: int, name: str, severity: int, batch: int) -> int:
@@ -61,13 +62,17 @@ def apply_shift(
     for batch, start in enumerate(progress(starts, desc=f"shift {shift.name}/{severity}", unit="batch")):
         rows = slice(start, start + batch_size)
         generator = make_generator(shift_seed(seed, shift.name, severity, batch), device)
-        shifted = shift(
-            x[rows],
-            severity,
-            generator=generator,
-            index=None if index is None else index[rows],
-            y=None if y is None else y[rows],
-            model=model,
-        )
+        rows_index = None if index is None else index[rows]
+        if needs_model(shift):  # only the adversarial shift sees the labels and the model
+            shifted = cast(ModelShift, shift)(
+                x[rows],
+                severity,
+                generator=generator,
+                index=rows_index,
+                y=None if y is None else y[rows],
+                model=model,
+            )
+        else:
+            shifted = shift(x[rows], severity, generator=generator, index=rows_index)
         out[rows] = shifted.detach()
     return out
