@@ -232,3 +232,14 @@ def test_every_help_example_composes() -> None:
             if token not in ("-m", "--cfg", "job")
         ]
         compose_with(*overrides)  # must not raise
+
+
+def test_model_presets_build_a_model_spec_and_plain_user_blocks_still_work() -> None:
+    from robustdiag.grid_point import ModelSpec, model_spec
+
+    spec = model_spec(compose_with("model=vit_tiny").model)
+    assert isinstance(spec, ModelSpec) and spec.name.startswith("vit_tiny") and isinstance(spec.kwargs, dict)
+    plain = OmegaConf.create({"name": "resnet18", "small_input_stem": None, "kwargs": {"drop_rate": 0.1}})
+    assert model_spec(plain) == ModelSpec(
+        "resnet18", None, {"drop_rate": 0.1}
+    )  # a user's YAML without _target_

@@ -50,11 +50,35 @@ class EvalSettings:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A timm architecture name and how to build it (the data decides classes, channels and size)."""
+    """A timm architecture name and how to build it (the data decides classes, channels and size).
+
+    What ``conf/model/*.yaml`` builds (``_target_: robustdiag.grid_point.ModelSpec``)."""
 
     name: str
     small_input_stem: bool | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError(
+                f"model.name={self.name!r} must be a timm model name (e.g. model.name=resnet18)"
+            )
+        if self.small_input_stem is not None and not isinstance(self.small_input_stem, bool):
+            raise ConfigError(
+                f"model.small_input_stem={self.small_input_stem!r} must be true, false or null (automatic)"
+            )
+        plain = (
+            OmegaConf.to_container(self.kwargs, resolve=True)
+            if isinstance(self.kwargs, DictConfig)
+            else dict(self.kwargs or {})
+        )
+        assert isinstance(plain, dict)
+        for key, decided_by in DATA_DECIDED_MODEL_KWARGS.items():
+            if key in plain:
+                raise ConfigError(
+                    f"model.kwargs.{key}={plain[key]!r}: {key} is set by the {decided_by}; remove model.kwargs.{key}"
+                )
+        object.__setattr__(self, "kwargs", {str(k): v for k, v in plain.items()})
 
 
 @dataclass
@@ -151,24 +175,23 @@ def check_cache_dir(path: str | os.PathLike[str]) -> Path:
 
 
 def model_spec(node: DictConfig) -> ModelSpec:
-    """The ``model`` block: a timm name, the small-input stem switch and extra ``timm.create_model`` kwargs."""
-    name = node.get("name")
-    if not isinstance(name, str) or not name:
-        raise ConfigError(f"model.name={name!r} must be a timm model name (e.g. model.name=resnet18)")
-    stem = node.get("small_input_stem")
-    if stem is not None and not isinstance(stem, bool):
-        raise ConfigError(f"model.small_input_stem={stem!r} must be true, false or null (automatic)")
-    kwargs = node.get("kwargs")
-    plain = (
-        OmegaConf.to_container(kwargs, resolve=True) if isinstance(kwargs, DictConfig) else dict(kwargs or {})
-    )
-    assert isinstance(plain, dict)
-    for key, decided_by in DATA_DECIDED_MODEL_KWARGS.items():
-        if key in plain:
+    """The ``model`` block as a :class:`ModelSpec`: through its ``_target_`` (the presets), or from the plain
+    keys name / small_input_stem / kwargs of a user's own YAML without one."""
+    if "_target_" in node:
+        spec = instantiate_at(node, "model", _convert_="all")
+        if not isinstance(spec, ModelSpec):
             raise ConfigError(
-                f"model.kwargs.{key}={plain[key]!r}: {key} is set by the {decided_by}; remove model.kwargs.{key}"
+                f"model: _target_ must build a robustdiag.grid_point.ModelSpec, got {type(spec).__name__}"
             )
-    return ModelSpec(name=name, small_input_stem=stem, kwargs={str(k): v for k, v in plain.items()})
+        return spec
+    try:
+        return ModelSpec(
+            name=node.get("name"),
+            small_input_stem=node.get("small_input_stem"),
+            kwargs=node.get("kwargs") or {},
+        )
+    except TypeError as err:
+        raise ConfigError(f"model: {err}") from err
 
 
 def build_grid_point(cfg: DictConfig) -> GridPoint:
