@@ -361,7 +361,10 @@ def evaluate_grid_point(
     values["train/recipe"] = hashes.recipe
     values["train/labels_changed"] = float((train_labels != bundle.train.labels).float().mean())
     record.update(values)
-    log.info("checkpoint cache %s (key: training config + data fingerprint %s)", store.root, data_fingerprint)
+    log.info(
+        "checkpoint cache %s (key: training config + data fingerprint %s; delete the folder to retrain)",
+        store.root, data_fingerprint,
+    )  # fmt: skip
     log.info(
         "training %s on %s (%d classes, %d train images, %dpx), regime %s, q=%.2f, seed %d, device %s",
         point.model.name, bundle.name, bundle.num_classes, len(bundle.train), bundle.image_size,

@@ -362,3 +362,34 @@ def test_flags_written_as_true_false_text_are_read() -> None:
     )
     values, fooled = fooled_among_correct(table, "metric/fisher/lambda", ATTACK)
     assert values.tolist() == [1.0, 5.0, 2.0] and fooled.tolist() == [False, True, False]
+
+
+@pytest.mark.parametrize("stage", ["make_figures", "write_outputs"])
+def test_an_analysis_killed_midway_reruns_to_the_same_outputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stage: str
+) -> None:
+    """A kill during the analysis (simulated at a stage) leaves partial files; the rerun's tables equal an
+    uninterrupted analysis's, byte for byte."""
+    from robustdiag.analysis import pipeline
+
+    root = tmp_path / "sweep"
+    build_sweep(root)
+    analyze_sweep(root, tmp_path / "clean", n_bootstrap=20)
+
+    class Killed(BaseException):
+        pass
+
+    def die(*args, **kwargs):
+        raise Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pipeline, stage, die)
+        with pytest.raises(Killed):
+            analyze_sweep(root, tmp_path / "killed", n_bootstrap=20)
+    analyze_sweep(root, tmp_path / "killed", n_bootstrap=20)
+    clean = sorted(p.relative_to(tmp_path / "clean") for p in (tmp_path / "clean").glob("*.csv"))
+    assert clean and clean == sorted(
+        p.relative_to(tmp_path / "killed") for p in (tmp_path / "killed").glob("*.csv")
+    )
+    for name in clean:
+        assert (tmp_path / "killed" / name).read_bytes() == (tmp_path / "clean" / name).read_bytes(), name

@@ -81,7 +81,7 @@ def load_cached(path: pathlib.Path) -> CachedData | None:
     if not path.is_file():
         log.debug("data cache miss: %s", path)
         return None
-    log.debug("data cache hit: %s (delete it to decode again)", path)
+    log.info("decoded data from the cache %s (delete that file to decode the source again)", path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         if payload.get("version") != CACHE_VERSION:
