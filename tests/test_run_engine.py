@@ -130,3 +130,46 @@ def test_a_run_killed_at_any_stage_resumes_to_the_uninterrupted_record(
         assert (tmp_path / "killed" / "0" / table).read_bytes() == (
             tmp_path / "ref" / "0" / table
         ).read_bytes()
+
+
+def test_the_engine_runs_from_objects_without_hydra(tmp_path: Path) -> None:
+    """A notebook or benchmark builds a GridPoint by hand and calls the engine: no config, no Hydra."""
+    import functools
+
+    import torch
+
+    from robustdiag.attacks import FGSM
+    from robustdiag.data import Synthetic
+    from robustdiag.grid_point import EvalSettings, GridPoint, ModelSpec
+    from robustdiag.metrics.baselines import Baselines
+    from robustdiag.records import RunRecord
+    from robustdiag.run import RunResult, TrainingHashes, evaluate_grid_point
+    from robustdiag.shifts import GaussianNoise
+    from robustdiag.train import Regime
+    from robustdiag.train.schedules import Constant
+
+    point = GridPoint(
+        data=Synthetic(n_train=100, n_test=40, image_size=8),
+        model=ModelSpec("test_resnet"),
+        regime=Regime(
+            name="generalise", epochs=1, batch_size=32, schedule=Constant(),
+            optimizer=functools.partial(torch.optim.SGD, lr=0.05),
+        ),
+        attacks={"fgsm": FGSM(eps=2 / 255)},
+        shifts=[GaussianNoise(severities=[1])],
+        metrics={"baselines": Baselines()},
+        eval=EvalSettings(n_samples=20, batch_size=16, seed=0),
+        seed=0,
+        device=torch.device("cpu"),
+        cache_dir=tmp_path / "cache",
+    )  # fmt: skip
+    result = evaluate_grid_point(point, TrainingHashes(config="c", recipe="r"), tmp_path, RunRecord(tmp_path))
+    assert isinstance(result, RunResult)
+    for key in (
+        "clean/test_acc",
+        "attack/fgsm/acc",
+        "shift/gaussian_noise/1/acc",
+        "metric/baselines/msp_mean",
+    ):
+        assert key in result.values, key
+    assert len(result.tables.per_sample["index"]) == 20
