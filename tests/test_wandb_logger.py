@@ -69,3 +69,38 @@ def test_an_offline_run_streams_epochs_and_logs_the_record(
         [1.0, 0.5, 1 / 3]
     )
     assert "run-record:record-cfghash" in run.artifacts and "metrics.json" in run.artifacts
+
+
+def test_an_online_start_that_fails_goes_on_offline_and_says_so_once(
+    tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    import wandb
+
+    modes: list[str] = []
+    real_init = wandb.init
+
+    def init(*args, **kwargs):
+        modes.append(kwargs["mode"])
+        if kwargs["mode"] == "online":
+            raise wandb.errors.AuthenticationError("API key is invalid")
+        return real_init(*args, **kwargs)
+
+    clean_env.setattr(wandb, "init", init)
+    logger = WandbLogger(mode="online", console="off")
+    with pytest.warns(UserWarning, match="W&B online start failed .* logging offline") as caught:
+        logger.start(config={}, name="n", group="g", directory=tmp_path, job_type="j", run_id="r1")
+    assert modes == ["online", "offline"] and logger.run is not None and len(caught) == 1
+    logger.finish(failed=False)
+
+
+def test_an_unwritable_wandb_directory_warns_and_the_run_goes_on(
+    tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    logger = WandbLogger(mode="offline", console="off")
+    with pytest.warns(UserWarning, match="W&B start failed .* the local record is unaffected"):
+        logger.start(config={}, name="n", group="g", directory=blocker / "sub", job_type="j", run_id="r2")
+    assert logger.run is None
+    logger.log_metrics({"x": 1.0}, step=1)  # no-ops, no errors
+    logger.finish(failed=False)

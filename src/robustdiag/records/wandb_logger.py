@@ -134,29 +134,49 @@ class WandbLogger(NullLogger):
     def start(
         self, *, config: dict[str, Any], name: str, group: str, directory: Path, job_type: str, run_id: str
     ) -> None:
+        """Start (or resume) the W&B run; an online start that fails (invalid key, unreachable server)
+        falls back to offline with one warning; any other failure only warns (the record is unaffected)."""
         try:
-            import wandb
-
-            directory.mkdir(parents=True, exist_ok=True)
-            self.run = wandb.init(
-                project=self.project,
-                entity=self.entity,
-                mode=self.mode,
-                name=self.name or name,
-                group=self.group or group,
-                job_type=self.job_type or job_type,
-                tags=self.tags,
-                config=config,
-                dir=str(directory),
-                id=run_id,
-                resume="allow",  # a relaunched (killed) job continues its W&B run
-                reinit="finish_previous",
-                settings=wandb.Settings(silent=True, console=cast(Any, self.console)),
-            )
-            log.info("W&B run %s (%s mode) in %s", self.name or name, self.mode, directory / "wandb")
+            self._init(config, name, group, directory, job_type, run_id)
         except Exception as err:  # noqa: BLE001 - W&B must never take the run down
-            self._warn("start", err)
-            self.run = None
+            if self.mode != "online":
+                self._warn("start", err)
+                self.run = None
+                return
+            warnings.warn(
+                f"W&B online start failed ({type(err).__name__}: {err}); logging offline to {directory / 'wandb'} "
+                "instead (`wandb sync` uploads it later)",
+                stacklevel=2,
+            )
+            self.mode = "offline"
+            try:
+                self._init(config, name, group, directory, job_type, run_id)
+            except Exception as offline_err:  # noqa: BLE001
+                self._warn("start", offline_err)
+                self.run = None
+
+    def _init(
+        self, config: dict[str, Any], name: str, group: str, directory: Path, job_type: str, run_id: str
+    ) -> None:
+        import wandb
+
+        directory.mkdir(parents=True, exist_ok=True)
+        self.run = wandb.init(
+            project=self.project,
+            entity=self.entity,
+            mode=self.mode,
+            name=self.name or name,
+            group=self.group or group,
+            job_type=self.job_type or job_type,
+            tags=self.tags,
+            config=config,
+            dir=str(directory),
+            id=run_id,
+            resume="allow",  # a relaunched (killed) job continues its W&B run
+            reinit="finish_previous",
+            settings=wandb.Settings(silent=True, console=cast(Any, self.console)),
+        )
+        log.info("W&B run %s (%s mode) in %s", self.name or name, self.mode, directory / "wandb")
 
     def log_metrics(self, values: dict[str, float], step: int) -> None:
         if self.run is None:
