@@ -230,8 +230,12 @@ def test_hydra_verbose_turns_on_robustdiag_debug_lines(tmp_path: Path) -> None:
     args = ("data=synthetic", "data.n_train=100", "data.n_test=50", "data.image_size=8", "train.epochs=1",
             "eval.n_samples=20", f"hydra.run.dir={tmp_path / 'run'}")  # fmt: skip
     quiet = robustdiag(tmp_path, *args)
-    verbose = robustdiag(
-        tmp_path, *args[:-1], f"hydra.run.dir={tmp_path / 'run2'}", "hydra.verbose=robustdiag"
+    verbose = robustdiag(  # skip_complete=false: in a clean checkout the first record would be reused
+        tmp_path,
+        *args[:-1],
+        f"hydra.run.dir={tmp_path / 'run2'}",
+        "hydra.verbose=robustdiag",
+        "skip_complete=false",
     )
     assert quiet.returncode == 0 and verbose.returncode == 0, verbose.stderr[-2000:]
     assert "[DEBUG]" not in quiet.stdout + quiet.stderr
