@@ -243,3 +243,17 @@ def test_hydra_verbose_turns_on_robustdiag_debug_lines(tmp_path: Path) -> None:
     assert any("built train.regime" in line for line in debug) and any(
         "torch threads" in line for line in debug
     )
+
+
+def test_version_and_python_dash_m(tmp_path: Path) -> None:
+    import robustdiag as package
+
+    out = robustdiag(tmp_path, "--version")
+    assert out.returncode == 0 and out.stdout.startswith(f"robustdiag {package.__version__}")
+    module = subprocess.run(
+        [sys.executable, "-m", "robustdiag", "--cfg", "job", "seed=7"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert module.returncode == 0 and "seed: 7" in module.stdout, module.stderr[-2000:]

@@ -76,6 +76,11 @@ def _log_to_files_only(level: int, message: str) -> None:
 
 
 def main() -> None:
+    if "--version" in sys.argv[1:] or "-V" in sys.argv[1:]:  # before Hydra, which would print its own
+        import robustdiag
+
+        print(f"robustdiag {robustdiag.__version__} (config: {CONFIG_DIR})")
+        return
     if not Path(CONFIG_DIR, "config.yaml").exists():
         sys.exit(
             f"robustdiag: no config.yaml in {CONFIG_DIR}; set ROBUSTDIAG_CONFIG_DIR to the repo's conf/ folder"
