@@ -104,3 +104,17 @@ def test_an_unwritable_wandb_directory_warns_and_the_run_goes_on(
     assert logger.run is None
     logger.log_metrics({"x": 1.0}, step=1)  # no-ops, no errors
     logger.finish(failed=False)
+
+
+def test_a_relaunched_job_continues_its_wandb_run(tmp_path: Path) -> None:
+    from robustdiag.run import wandb_run_id
+
+    job = tmp_path / "sweep" / "3"
+    assert wandb_run_id(job, "cfg") == wandb_run_id(
+        tmp_path / "sweep" / "." / "3", "cfg"
+    )  # same job: same run
+    assert (
+        wandb_run_id(job, "cfg")
+        != wandb_run_id(job, "other")
+        != wandb_run_id(tmp_path / "sweep" / "4", "cfg")
+    )

@@ -208,7 +208,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             group=_group_name(out_dir),
             directory=out_dir,
             job_type=str(cfg.train.name),
-            run_id=hashlib.sha256(f"{out_dir.resolve()}/{identity}".encode()).hexdigest()[:16],
+            run_id=wandb_run_id(out_dir, identity),
         )
         hashes = TrainingHashes(config=config_hash(cfg, TRAIN_KEYS), recipe=recipe_hash(cfg.train))
         result = evaluate_grid_point(point, hashes, out_dir, record, on_epoch=stream_epochs(wandb_logger))
@@ -232,6 +232,12 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         raise
     finally:
         wandb_logger.finish(failed=failed)
+
+
+def wandb_run_id(out_dir: Path, identity: str) -> str:
+    """The W&B run id of a grid point: the same for a relaunch of the same configuration in the same job
+    folder (so a killed job resumes its W&B run), different for anything else."""
+    return hashlib.sha256(f"{out_dir.resolve()}/{identity}".encode()).hexdigest()[:16]
 
 
 def stream_epochs(logger: NullLogger) -> Callable[[EpochStats], None]:
