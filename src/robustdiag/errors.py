@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import inspect
+import os
 import re
 import traceback
 from pathlib import Path
@@ -76,6 +77,27 @@ def _omegaconf_message(err: OmegaConfBaseException) -> str:
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     full_key = getattr(err, "full_key", None)
     return f"{first} (key {full_key})" if full_key and full_key not in first else first
+
+
+def folder_problem(folder: Path, *, keep: bool) -> tuple[bool, str] | None:
+    """Why ``folder`` cannot hold our files, else None: (a file is in its way, the words), the words being
+    "<file> is a file, not a folder", "cannot be created (<reason>)" or "is not writable".
+
+    Creates the folder when ``keep``; otherwise only tries and removes what it created, so a refused
+    launch leaves nothing behind."""
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        return True, f"{existing} is a file, not a folder"
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        return False, f"cannot be created ({err.strerror})"
+    writable = os.access(folder, os.W_OK | os.X_OK)
+    if not keep:
+        for created in missing:  # deepest first
+            created.rmdir()
+    return None if writable else (False, "is not writable")
 
 
 def describe(err: BaseException) -> str:

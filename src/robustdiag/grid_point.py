@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from robustdiag.data import DataBundle
-from robustdiag.errors import ConfigError, instantiate_at
+from robustdiag.errors import ConfigError, folder_problem, instantiate_at
 from robustdiag.train import Regime
 from robustdiag.types import Attack, Metric, Shift
 
@@ -154,22 +154,12 @@ def resolve_device(name: str) -> torch.device:
 def check_cache_dir(path: str | os.PathLike[str]) -> Path:
     """The cache folder, created if needed; a file in its place or no write permission is refused."""
     root = Path(path).expanduser()
-    existing = next((p for p in (root, *root.parents) if p.exists()), None)
-    if existing is not None and not existing.is_dir():
+    problem = folder_problem(root, keep=True)
+    if problem is not None:
+        blocked_by_file, words = problem
+        where = "at a folder" if blocked_by_file else "at a writable folder"
         raise ConfigError(
-            f"cache_dir={str(root)!r}: {existing} is a file, not a folder; point cache_dir (or "
-            "ROBUSTDIAG_CACHE) at a folder"
-        )
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ConfigError(
-            f"cache_dir={str(root)!r} cannot be created ({err.strerror}); point cache_dir (or ROBUSTDIAG_CACHE) "
-            "at a writable folder"
-        ) from None
-    if not os.access(root, os.W_OK | os.X_OK):
-        raise ConfigError(
-            f"cache_dir={str(root)!r} is not writable; point cache_dir (or ROBUSTDIAG_CACHE) at a writable folder"
+            f"cache_dir={str(root)!r}{':' if blocked_by_file else ''} {words}; point cache_dir (or ROBUSTDIAG_CACHE) {where}"
         )
     return root
 

@@ -31,6 +31,7 @@ from hydra.core.override_parser.types import Override
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from robustdiag.errors import folder_problem
 from robustdiag.records.provenance import COMMAND_ENV, user_command
 from robustdiag.records.schema import METRICS_FILE
 from robustdiag.records.schema import is_complete as record_is_complete
@@ -208,23 +209,13 @@ def check_sbatch(launcher_target: str | None, launcher_choice: str | None = None
 
 
 def check_output_dir(path: str, key: str) -> None:
-    """Raise ``SweepError`` when the run/sweep folder cannot be created or written (before Hydra tries)."""
-    folder = Path(path).expanduser()
-    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
-    if existing is not None and not existing.is_dir():
-        raise SweepError(f"{key}={path!r}: {existing} is a file, not a folder; choose another {key}")
-    missing = [p for p in (folder, *folder.parents) if not p.exists()]
-    try:
-        folder.mkdir(parents=True, exist_ok=True)  # a trial: what it creates is removed again below
-    except OSError as err:
-        raise SweepError(
-            f"{key}={path!r} cannot be created ({err.strerror}); choose a writable {key}"
-        ) from None
-    writable = os.access(folder, os.W_OK | os.X_OK)
-    for created in missing:  # deepest first: leave nothing behind (Hydra creates it when it launches)
-        created.rmdir()
-    if not writable:
-        raise SweepError(f"{key}={path!r} is not writable; choose a writable {key}")
+    """Raise ``SweepError`` when the run/sweep folder cannot be created or written (before Hydra tries);
+    the trial leaves nothing behind."""
+    problem = folder_problem(Path(path).expanduser(), keep=False)
+    if problem is not None:
+        blocked_by_file, words = problem
+        fix = f"choose another {key}" if blocked_by_file else f"choose a writable {key}"
+        raise SweepError(f"{key}={path!r}{':' if blocked_by_file else ''} {words}; {fix}")
 
 
 class SweepGuard(Callback):

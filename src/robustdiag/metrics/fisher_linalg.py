@@ -70,7 +70,7 @@ def resolve_input_space(model: nn.Module, x: Tensor, input_space: str) -> tuple[
     """
     if input_space not in INPUT_SPACES:
         raise ValueError(f"input_space={input_space!r} is not one of {list(INPUT_SPACES)}")
-    dtype = model_dtype(model)
+    dtype = parameter_dtype(model)
     x = x.detach().to(dtype)
     if x.is_inference():  # made under torch.inference_mode: autograd cannot use it as a leaf
         x = x.clone()
@@ -85,11 +85,6 @@ def resolve_input_space(model: nn.Module, x: Tensor, input_space: str) -> tuple[
     with torch.no_grad():
         z = normalize(x)
     return net, z.detach()
-
-
-def model_dtype(model: nn.Module) -> torch.dtype:
-    """The model's floating dtype (see :func:`robustdiag.models.mode.parameter_dtype`)."""
-    return parameter_dtype(model)
 
 
 # ----------------------------------------------------------------------------------------------------------
