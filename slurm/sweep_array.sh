@@ -26,7 +26,7 @@
 #   RD_MAX_REQUEUE    requeues of a task that reaches its time limit (default 3)
 #   ROBUSTDIAG_CMD    command that runs one grid point (default: robustdiag on PATH, else <repo>/.venv/bin/robustdiag)
 #   ROBUSTDIAG_PYTHON python with robustdiag installed (default: the one next to robustdiag)
-#   ROBUSTDIAG_CONFIG_DIR  Hydra config dir (default: the repo's conf/)
+#   ROBUSTDIAG_CONFIG_DIR  Hydra config dir (default: the repo's src/robustdiag/conf/)
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from robustdiag.config import PACKAGE_CONFIG_DIR
+
 REPO = Path(__file__).resolve().parents[1]
-CONF_DIR = REPO / "conf"
+CONF_DIR = Path(PACKAGE_CONFIG_DIR)
 
 os.environ.setdefault("ROBUSTDIAG_PROGRESS", "0")
 os.environ.setdefault("WANDB_MODE", "offline")

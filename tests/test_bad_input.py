@@ -16,6 +16,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
+from robustdiag.config import PACKAGE_CONFIG_DIR
 from robustdiag.errors import ConfigError, describe
 from robustdiag.grid_point import build_grid_point
 from robustdiag.launch import register_resolvers
@@ -49,7 +50,7 @@ def compose_app(overrides: list[str], cache: Path) -> DictConfig:
     GlobalHydra.instance().clear()
     if not any(o.startswith("cache_dir=") for o in overrides):
         overrides = [*overrides, f"cache_dir={cache}"]
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=PACKAGE_CONFIG_DIR, version_base="1.3"):
         return compose(config_name="config", overrides=overrides)
 
 

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import timm
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -250,6 +252,8 @@ def test_version_and_python_dash_m(tmp_path: Path) -> None:
 
     out = robustdiag(tmp_path, "--version")
     assert out.returncode == 0 and out.stdout.startswith(f"robustdiag {package.__version__}")
+    assert f"torch {torch.__version__}" in out.stdout and f"timm {timm.__version__}" in out.stdout
+    assert "hydra-core 1." in out.stdout and "robustdiag/conf" in out.stdout
     module = subprocess.run(
         [sys.executable, "-m", "robustdiag", "--cfg", "job", "seed=7"],
         cwd=tmp_path,

@@ -12,12 +12,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from robustdiag.config import PACKAGE_CONFIG_DIR
 from robustdiag.grid_point import selected
 from robustdiag.launch import register_resolvers
 from robustdiag.models import build_model
 from robustdiag.types import Attack, Metric, Shift
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(PACKAGE_CONFIG_DIR)
 register_resolvers()
 
 
@@ -61,6 +62,10 @@ def test_every_data_option_instantiates(option: str) -> None:
 @pytest.mark.parametrize("option", options("train"))
 def test_every_training_regime_instantiates(option: str) -> None:
     regime = instantiate(compose_with(f"train={option}").train)
+    assert regime.name == option
+    if regime.evaluate_only:  # train=none: nothing to optimise
+        assert option == "none" and regime.epochs == 0 and regime.optimizer is None
+        return
     optimizer = regime.optimizer([torch.nn.Parameter(torch.zeros(2))])
     assert isinstance(optimizer, torch.optim.Optimizer)
     assert 0.0 <= regime.schedule(0.5) <= 1.0
@@ -75,6 +80,14 @@ def test_specialising_config_applies_to_digits_only() -> None:
 @pytest.mark.parametrize("option", options("model"))
 def test_every_model_option_builds(option: str) -> None:
     cfg = compose_with(f"model={option}")
+    if option in ("custom", "torchscript", "robustbench"):  # need the user's callable / file / model name
+        from robustdiag.errors import ConfigError
+        from robustdiag.models.sources import model_spec
+
+        required = {"custom": "model._target_ is required", "torchscript": "model.checkpoint=<file>"}
+        with pytest.raises(ConfigError, match=required.get(option, "model.name is required")):
+            model_spec(cfg.model)
+        return
     size = 224 if option == "vit_b16" else 32
     model = build_model(
         cfg.model.name, num_classes=10, in_chans=3, img_size=size, mean=[0.5] * 3, std=[0.25] * 3,
@@ -226,10 +239,12 @@ def test_every_help_example_composes() -> None:
             current = ""
     assert len(commands) >= 6
     for command in commands:
+        if "--config-dir" in command:  # the user's own folder: tests/test_packaging.py runs that route
+            continue
         overrides = [
             token.split(",")[0] if "=" in token and "[" not in token else token
             for token in command.replace("\\", " ").split()[1:]
-            if token not in ("-m", "--cfg", "job")
+            if token not in ("-m", "--cfg", "job", "...")
         ]
         compose_with(*overrides)  # must not raise
 

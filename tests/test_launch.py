@@ -16,6 +16,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from robustdiag import launch
+from robustdiag.config import PACKAGE_CONFIG_DIR
 from robustdiag.launch import (
     BASIC_SWEEPER_TARGET,
     SLURM_LAUNCHER_TARGET,
@@ -333,7 +334,7 @@ def _run_tiny_app(
 ) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if k != launch.SWEEP_TOKEN_ENV}
     return subprocess.run(
-        [sys.executable, str(TINY_APP), "-m", f"hydra.searchpath=[file://{REPO / 'conf'}]", *overrides],
+        [sys.executable, str(TINY_APP), "-m", f"hydra.searchpath=[file://{PACKAGE_CONFIG_DIR}]", *overrides],
         cwd=cwd,
         env={**base, "OMP_NUM_THREADS": "1", **(env or {})},
         capture_output=True,

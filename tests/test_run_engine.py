@@ -11,6 +11,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
 from robustdiag import run as run_module
+from robustdiag.config import PACKAGE_CONFIG_DIR
 from robustdiag.launch import register_resolvers
 from robustdiag.records import schema
 
@@ -26,7 +27,7 @@ TINY = [
 
 def tiny_config(tmp_path: Path, *extra: str) -> DictConfig:
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=PACKAGE_CONFIG_DIR, version_base="1.3"):
         return compose(config_name="config", overrides=[*TINY, f"cache_dir={tmp_path / 'cache'}", *extra])
 
 

@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         metavar="YAML",
-        help="claims files to test (default: every conf/claims/*.yaml of the app; see docs/reproductions.md)",
+        help="claims files to test (default: every robustdiag/conf/claims/*.yaml of the app; see docs/reproductions.md)",
     )
     parser.add_argument("--no-claims", action="store_true", help="skip the claims table")
     parser.add_argument("--quiet", action="store_true", help="print only the report path")

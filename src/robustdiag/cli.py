@@ -14,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from robustdiag.config import CONFIG_DIR
+from robustdiag.config import CONFIG_DIR, PACKAGE_CONFIG_DIR
 from robustdiag.errors import describe, save_traceback
 from robustdiag.launch import register_resolvers
 
@@ -75,15 +75,33 @@ def _log_to_files_only(level: int, message: str) -> None:
             handler.handle(record)
 
 
+def version_line() -> str:
+    """robustdiag's version and the versions of what it runs on, and where its configs are."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    import robustdiag
+
+    cuda = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU-only build"
+    parts = [f"robustdiag {robustdiag.__version__}", f"torch {torch.__version__} ({cuda})"]
+    for dist in ("timm", "hydra-core", "omegaconf", "wandb", "datasets"):
+        try:
+            parts.append(f"{dist} {version(dist)}")
+        except PackageNotFoundError:
+            parts.append(f"{dist} (not installed)")
+    return f"{parts[0]} ({', '.join(parts[1:])}); python {sys.version.split()[0]}; config: {CONFIG_DIR}"
+
+
 def main() -> None:
     if "--version" in sys.argv[1:] or "-V" in sys.argv[1:]:  # before Hydra, which would print its own
-        import robustdiag
-
-        print(f"robustdiag {robustdiag.__version__} (config: {CONFIG_DIR})")
+        print(version_line())
         return
-    if not Path(CONFIG_DIR, "config.yaml").exists():
+    if not Path(CONFIG_DIR, "config.yaml").exists():  # only a wrong ROBUSTDIAG_CONFIG_DIR gets here
         sys.exit(
-            f"robustdiag: no config.yaml in {CONFIG_DIR}; set ROBUSTDIAG_CONFIG_DIR to the repo's conf/ folder"
+            f"robustdiag: error: ROBUSTDIAG_CONFIG_DIR={CONFIG_DIR} holds no config.yaml; unset it to use the "
+            f"configs shipped with robustdiag ({PACKAGE_CONFIG_DIR}), and add your own groups with "
+            "--config-dir <folder> or hydra.searchpath=[file:///abs/folder]"
         )
     app()
 

@@ -10,25 +10,20 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from robustdiag.data import DataBundle
 from robustdiag.errors import ConfigError, folder_problem, instantiate_at
+from robustdiag.models.sources import ModelSpec, model_spec
 from robustdiag.train import Regime
 from robustdiag.types import Attack, Metric, Shift
 
 log = logging.getLogger("robustdiag")
-
-# Keys of model.kwargs that the data decides; setting them twice is refused.
-DATA_DECIDED_MODEL_KWARGS = {
-    "num_classes": "data (data.num_classes, data.classes)",
-    "in_chans": "data.channels",
-}
 
 
 class DataSource(Protocol):
@@ -46,39 +41,6 @@ class EvalSettings:
     n_samples: int
     batch_size: int
     seed: int
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A timm architecture name and how to build it (the data decides classes, channels and size).
-
-    What ``conf/model/*.yaml`` builds (``_target_: robustdiag.grid_point.ModelSpec``)."""
-
-    name: str
-    small_input_stem: bool | None = None
-    kwargs: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name:
-            raise ConfigError(
-                f"model.name={self.name!r} must be a timm model name (e.g. model.name=resnet18)"
-            )
-        if self.small_input_stem is not None and not isinstance(self.small_input_stem, bool):
-            raise ConfigError(
-                f"model.small_input_stem={self.small_input_stem!r} must be true, false or null (automatic)"
-            )
-        plain = (
-            OmegaConf.to_container(self.kwargs, resolve=True)
-            if isinstance(self.kwargs, DictConfig)
-            else dict(self.kwargs or {})
-        )
-        assert isinstance(plain, dict)
-        for key, decided_by in DATA_DECIDED_MODEL_KWARGS.items():
-            if key in plain:
-                raise ConfigError(
-                    f"model.kwargs.{key}={plain[key]!r}: {key} is set by the {decided_by}; remove model.kwargs.{key}"
-                )
-        object.__setattr__(self, "kwargs", {str(k): v for k, v in plain.items()})
 
 
 @dataclass
@@ -164,26 +126,6 @@ def check_cache_dir(path: str | os.PathLike[str]) -> Path:
     return root
 
 
-def model_spec(node: DictConfig) -> ModelSpec:
-    """The ``model`` block as a :class:`ModelSpec`: through its ``_target_`` (the presets), or from the plain
-    keys name / small_input_stem / kwargs of a user's own YAML without one."""
-    if "_target_" in node:
-        spec = instantiate_at(node, "model", _convert_="all")
-        if not isinstance(spec, ModelSpec):
-            raise ConfigError(
-                f"model: _target_ must build a robustdiag.grid_point.ModelSpec, got {type(spec).__name__}"
-            )
-        return spec
-    try:
-        return ModelSpec(
-            name=node.get("name"),
-            small_input_stem=node.get("small_input_stem"),
-            kwargs=node.get("kwargs") or {},
-        )
-    except TypeError as err:
-        raise ConfigError(f"model: {err}") from err
-
-
 def build_grid_point(cfg: DictConfig) -> GridPoint:
     """Instantiate and check every part of a grid point; nothing is loaded or trained here."""
     settings = check_eval_settings(cfg)
@@ -220,9 +162,16 @@ def build_grid_point(cfg: DictConfig) -> GridPoint:
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise ConfigError(f"shift: {repeated} selected twice; each shift is measured once")
+    model = model_spec(cfg.model)
+    if regime.epochs == 0 and not model.has_weights:
+        raise ConfigError(
+            f"train.epochs=0 evaluates the model as loaded (train=none), but model.name={model.name!r} would have random "
+            "weights: give it weights (model.checkpoint=<file>, model.pretrained=true, an hf-hub: name) or "
+            "train it (train=generalise)"
+        )
     return GridPoint(
         data=instantiate_at(cfg.data, "data"),
-        model=model_spec(cfg.model),
+        model=model,
         regime=regime,
         attacks=attacks,
         shifts=shifts,

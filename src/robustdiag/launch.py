@@ -471,7 +471,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     expand.add_argument(
         "--max-jobs", type=int, help=f"grid size limit (default: the SweepGuard's, else {DEFAULT_MAX_JOBS})"
     )
-    expand.add_argument("--config-dir", help="Hydra config dir (default: the robustdiag app's conf/)")
+    expand.add_argument(
+        "--config-dir", help="Hydra config dir (default: the robustdiag app's robustdiag/conf/)"
+    )
     expand.add_argument("--config-name", default="config")
     expand.set_defaults(func=_cmd_expand)
     pending = sub.add_parser(

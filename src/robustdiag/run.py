@@ -30,7 +30,7 @@ import robustdiag
 from robustdiag.data import DataBundle, balanced_subset
 from robustdiag.errors import TRACEBACK_FILE
 from robustdiag.grid_point import GridPoint, build_grid_point, check_cache_dir, check_eval_settings
-from robustdiag.models import Classifier, build_model
+from robustdiag.models import Classifier, build_classifier
 from robustdiag.records import (
     METRICS_FILE,
     PER_LAYER_FILE,
@@ -49,6 +49,7 @@ from robustdiag.train import (
     CheckpointStore,
     NonFiniteLossError,
     Regime,
+    TrainResult,
     accuracy_and_loss,
     corrupt_labels,
     fit,
@@ -118,13 +119,16 @@ def training_key(config_key: str, data_fingerprint: str) -> str:
     return hashlib.sha256(f"{config_key}/{data_fingerprint}".encode()).hexdigest()[:16]
 
 
-def config_hash(cfg: DictConfig, keys: tuple[str, ...]) -> str:
-    """A short stable hash of the resolved sub-config ``keys`` of ``cfg``."""
+def config_hash(cfg: DictConfig, keys: tuple[str, ...], weights: str | None = None) -> str:
+    """A short stable hash of the resolved sub-config ``keys`` of ``cfg`` (and of a weights file's
+    content digest, so replacing the file at the same path is a new configuration)."""
     payload = {
         k: OmegaConf.to_container(cfg[k], resolve=True) if isinstance(cfg[k], DictConfig) else cfg[k]
         for k in keys
     }
     payload["_train_code_version"] = TRAIN_CODE_VERSION
+    if weights is not None:
+        payload["_weights_sha256"] = weights
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -173,7 +177,8 @@ def set_aside_other_config(out_dir: Path, identity: str) -> Path | None:
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Run one grid point, writing its record into ``out_dir``. Returns the flat record."""
     check_eval_settings(cfg)  # the identity keys below need an integer seed
-    identity = config_hash(cfg, tuple(str(k) for k in cfg if k not in NOT_IDENTITY))
+    weights = weights_digest(cfg)  # a weights file is part of what the record is of, by content
+    identity = config_hash(cfg, tuple(str(k) for k in cfg if k not in NOT_IDENTITY), weights)
     if cfg.skip_complete and already_complete(out_dir, identity):
         log.info("%s already holds a complete record of this configuration: skipping", out_dir)
         return read_json(out_dir / METRICS_FILE) or {}
@@ -199,18 +204,18 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         record.update({"run/finished": _now()})
         record.fail(err)
         raise
-    record.update({**provenance(point.device), "run/threads": threads})
+    record.update({**provenance(point.device), "run/threads": threads, "model": point.model.display_name})
     failed = True
     try:
         wandb_logger.start(
             config={**_plain_dict(cfg), **hydra_facts()},
-            name=f"{cfg.model.name}-{cfg.train.name}-q{cfg.train.q:g}-s{cfg.seed}",
+            name=f"{point.model.display_name}-{cfg.train.name}-q{cfg.train.q:g}-s{cfg.seed}",
             group=_group_name(out_dir),
             directory=out_dir,
             job_type=str(cfg.train.name),
             run_id=wandb_run_id(out_dir, identity),
         )
-        hashes = TrainingHashes(config=config_hash(cfg, TRAIN_KEYS), recipe=recipe_hash(cfg.train))
+        hashes = TrainingHashes(config=config_hash(cfg, TRAIN_KEYS, weights), recipe=recipe_hash(cfg.train))
         result = evaluate_grid_point(point, hashes, out_dir, record, on_epoch=stream_epochs(wandb_logger))
         values, tables = result.values, result.tables
         files = write_tables(out_dir, tables)  # first: "complete" must mean every listed file is on disk
@@ -232,6 +237,20 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         raise
     finally:
         wandb_logger.finish(failed=failed)
+
+
+def weights_digest(cfg: DictConfig) -> str | None:
+    """The SHA-256 of ``model.checkpoint`` when it names a readable file (None otherwise; a missing file is
+    reported when the grid point is built)."""
+    from robustdiag.models.weights import file_sha256
+
+    path = OmegaConf.select(cfg, "model.checkpoint", default=None)
+    if not isinstance(path, str) or not path:
+        return None
+    try:
+        return file_sha256(Path(path).expanduser())
+    except OSError:
+        return None
 
 
 def wandb_run_id(out_dir: Path, identity: str) -> str:
@@ -322,8 +341,10 @@ def recipe_hash(train: DictConfig) -> str:
 
 
 def identity_keys(cfg: DictConfig) -> dict[str, Any]:
+    """The grid point's identity as far as the config says (``model`` is refined once the spec is built)."""
+    model = cfg.model.get("label") or cfg.model.get("name") or cfg.model.get("_target_") or "?"
     return {
-        "model": cfg.model.name,
+        "model": str(model),
         "data": cfg.data.get("name", "?"),
         "regime": cfg.train.name,
         "q": float(cfg.train.q),
@@ -344,17 +365,18 @@ def evaluate_grid_point(
     with timed(values, "data"):
         bundle: DataBundle = point.data.load(point.cache_dir)
     torch.manual_seed(point.seed)  # initial weights depend on the seed only
-    model = build_model(
-        point.model.name,
+    regime = point.regime
+    built = build_classifier(
+        point.model,
         num_classes=bundle.num_classes,
         in_chans=bundle.channels,
         img_size=bundle.image_size,
-        mean=bundle.mean,
-        std=bundle.std,
-        small_input_stem=point.model.small_input_stem,
-        kwargs=point.model.kwargs,
+        data_mean=bundle.mean,
+        data_std=bundle.std,
+        evaluate_only=regime.evaluate_only,
     )
-    regime = point.regime
+    model = built.model
+    values.update(built.facts)
     train_labels = corrupt_labels(
         bundle.train.labels, q=regime.q, num_classes=bundle.num_classes, seed=point.seed
     )
@@ -367,32 +389,40 @@ def evaluate_grid_point(
     values["train/recipe"] = hashes.recipe
     values["train/labels_changed"] = float((train_labels != bundle.train.labels).float().mean())
     record.update(values)
-    log.info(
-        "checkpoint cache %s (key: training config + data fingerprint %s; delete the folder to retrain)",
-        store.root, data_fingerprint,
-    )  # fmt: skip
-    log.info(
-        "training %s on %s (%d classes, %d train images, %dpx), regime %s, q=%.2f, seed %d, device %s",
-        point.model.name, bundle.name, bundle.num_classes, len(bundle.train), bundle.image_size,
-        regime.name, regime.q, point.seed, point.device,
-    )  # fmt: skip
-    with store.exclusive():  # a second process on the same config waits, then reuses the checkpoint
-        result = fit(
-            model,
-            bundle.train.images,
-            train_labels,
-            regime,
-            device=point.device,
-            seed=point.seed,
-            store=store,
-            on_epoch=on_epoch,
-        )
+    if regime.evaluate_only:
+        log.info(
+            "evaluating %s as loaded (train=%s: no training) on %s (%d classes, %dpx), device %s",
+            point.model.display_name, regime.name, bundle.name, bundle.num_classes, bundle.image_size, point.device,
+        )  # fmt: skip
+        model.to(point.device)
+        result = TrainResult()
+    else:
+        log.info(
+            "checkpoint cache %s (key: training config + data fingerprint %s; delete the folder to retrain)",
+            store.root, data_fingerprint,
+        )  # fmt: skip
+        log.info(
+            "training %s on %s (%d classes, %d train images, %dpx), regime %s, q=%.2f, seed %d, device %s",
+            point.model.display_name, bundle.name, bundle.num_classes, len(bundle.train), bundle.image_size,
+            regime.name, regime.q, point.seed, point.device,
+        )  # fmt: skip
+        with store.exclusive():  # a second process on the same config waits, then reuses the checkpoint
+            result = fit(
+                model,
+                bundle.train.images,
+                train_labels,
+                regime,
+                device=point.device,
+                seed=point.seed,
+                store=store,
+                on_epoch=on_epoch,
+            )
     values.update(
         {
             "time/train_s": round(result.seconds, 3),
             "train/epochs": result.epochs,
             "train/resumed_from": result.resumed_from,
-            "train/cached": result.epochs_run == 0,
+            "train/cached": result.epochs_run == 0 and not regime.evaluate_only,
             schema.ADVERSARIAL_KEY: float(regime.adversary is not None),
         }
     )
@@ -507,8 +537,8 @@ def evaluate_model(
         logits=logits,
         train_data=train,
         attack_fooled=fooled,
-        input_mean=tuple(bundle.mean),
-        input_std=tuple(bundle.std),
+        input_mean=tuple(float(v) for v in model.normalize.mean.flatten()),
+        input_std=tuple(float(v) for v in model.normalize.std.flatten()),
     )
     clean_scalars = run_metrics(metrics, clean_ctx, "clean", values, tables)
     run_shifts(point.shifts, model, test, metrics, clean_ctx, clean_scalars, values, tables)

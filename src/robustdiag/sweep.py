@@ -1,6 +1,6 @@
 """What happens when a multirun ends: a table of its grid points, then the sweep analysis.
 
-Configured as a Hydra callback (``hydra.callbacks.summary`` in ``conf/config.yaml``); it runs in the
+Configured as a Hydra callback (``hydra.callbacks.summary`` in ``robustdiag/conf/config.yaml``); it runs in the
 launching process after every job has finished, locally or on Slurm.
 """
 

@@ -21,8 +21,9 @@ from robustdiag.analysis.claims import (
     verdict,
 )
 from robustdiag.analysis.inference import holm, icc_oneway, rank_partial, sign_flip_test
+from robustdiag.config import PACKAGE_CONFIG_DIR
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = Path(PACKAGE_CONFIG_DIR)
 
 
 def finding(effect: float, low: float, high: float, p: float = 0.001) -> Finding:

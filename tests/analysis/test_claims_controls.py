@@ -17,8 +17,9 @@ from claims_sweeps import sweep
 from scipy import stats
 
 from robustdiag.analysis.claims import ClaimSet, evaluate_claims, load_claims
+from robustdiag.config import PACKAGE_CONFIG_DIR
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = Path(PACKAGE_CONFIG_DIR)
 SUBSTITUTE = {"diagnostic": "metric/fake/value", "score": "metric/fake/score", "metric": "fake"}
 
 

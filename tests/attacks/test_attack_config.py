@@ -10,9 +10,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from robustdiag.attacks import FGSM, PGD
+from robustdiag.config import PACKAGE_CONFIG_DIR
 from robustdiag.types import Attack
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
+CONF = Path(PACKAGE_CONFIG_DIR)
 OPTIONS = sorted(p.stem for p in (CONF / "attack").glob("*.yaml"))
 
 

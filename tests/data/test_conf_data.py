@@ -9,7 +9,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-CONF_DATA = Path(__file__).resolve().parents[2] / "conf" / "data"
+from robustdiag.config import PACKAGE_CONFIG_DIR
+
+CONF_DATA = Path(PACKAGE_CONFIG_DIR) / "data"
 PRESETS = sorted(p.stem for p in CONF_DATA.glob("*.yaml"))
 
 

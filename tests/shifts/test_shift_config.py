@@ -11,10 +11,11 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from robustdiag.config import PACKAGE_CONFIG_DIR
 from robustdiag.shifts import CORRUPTIONS, AdversarialShift, CorruptionFiles, apply_shift
 from robustdiag.types import Shift
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
+CONF = Path(PACKAGE_CONFIG_DIR)
 SHIFT_DIR = CONF / "shift"
 OPTIONS = sorted(p.stem for p in SHIFT_DIR.glob("*.yaml"))
 PRESETS = {"none", "cifar10c_all"}  # group files that select other options

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from robustdiag.config import PACKAGE_CONFIG_DIR
+
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -103,7 +105,7 @@ def crash_job(env: dict[str, str], name: str) -> None:
 
 def tiny_multirun(cwd: Path, env: dict[str, str], *overrides: str) -> list[str]:
     return [
-        sys.executable, str(TINY_APP), "-m", f"hydra.searchpath=[file://{REPO / 'conf'}]",
+        sys.executable, str(TINY_APP), "-m", f"hydra.searchpath=[file://{PACKAGE_CONFIG_DIR}]",
         "hydra/launcher=slurm_local", f"cache_dir={cwd / 'cache'}", *overrides,
     ]  # fmt: skip
 
@@ -137,7 +139,7 @@ def test_every_launcher_preset_submits_on_the_real_cluster(
     """The user-facing presets as written (not only slurm_local), shrunk to the test node's size: before,
     an escaped shell variable in their setup lines crashed them wherever sbatch existed."""
     cmd = [
-        sys.executable, str(TINY_APP), "-m", f"hydra.searchpath=[file://{REPO / 'conf'}]",
+        sys.executable, str(TINY_APP), "-m", f"hydra.searchpath=[file://{PACKAGE_CONFIG_DIR}]",
         f"hydra/launcher={preset}", f"cache_dir={tmp_path / 'cache'}", "x=3", "epoch_s=0.1",
         "hydra.launcher.partition=debug", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
         "hydra.launcher.timeout_min=5", "hydra.launcher.gpus_per_node=null", f"hydra.launcher.name=rd-{preset}",

@@ -67,7 +67,7 @@ def analyze_sweep(
     complete record exists. ``wandb_logger`` (e.g. a partial of
     :func:`robustdiag.analysis.wandb_summary.log_summary`) runs after the local files are written; its
     failure only warns. ``verbose`` prints the console summary. ``claim_sets`` are the papers' claims
-    to test (default: every file in the app's ``conf/claims/``).
+    to test (default: every file in the app's ``robustdiag/conf/claims/``).
     """
     if n_bootstrap < 0:
         raise ValueError(f"n_bootstrap must be >= 0 (0 disables the intervals), got {n_bootstrap}")
@@ -91,7 +91,7 @@ def analyze_sweep(
 
 
 def default_claim_sets() -> list[ClaimSet]:
-    """The claims files shipped in the app's config directory (``conf/claims/*.yaml``)."""
+    """The claims files shipped in the app's config directory (``robustdiag/conf/claims/*.yaml``)."""
     from robustdiag.analysis.claims import default_claim_files, load_claim_sets
     from robustdiag.config import CONFIG_DIR
 

@@ -296,7 +296,7 @@ def render_report(result: AnalysisResult) -> str:
             "",
             "## Claims",
             "",
-            "Each claim of the papers (`conf/claims/*.yaml`) with the test, unit and decision rule declared "
+            "Each claim of the papers (`robustdiag/conf/claims/*.yaml`) with the test, unit and decision rule declared "
             "there before the data: **holds** when the Holm-adjusted p (within each paper) is below α and the "
             "whole 95% interval lies beyond the threshold in the claimed direction; **fails** when the whole "
             "interval lies on the other side; **inconclusive** otherwise; **not testable here** when the sweep "
@@ -413,7 +413,7 @@ def console_summary(result: AnalysisResult) -> str:
     if not result.claims.empty:
         lines += [
             "",
-            "Claims (verdicts by the rules declared in conf/claims; details in report.md, claims.csv):",
+            "Claims (verdicts by the rules declared in robustdiag/conf/claims; details in report.md, claims.csv):",
         ]
         for _, row in result.claims.iterrows():
             why = f" ({row['reason']})" if row["reason"] else ""

@@ -6,7 +6,7 @@
 * :func:`evaluate_attack`: per-sample robust flags, robust accuracy, contract and sanity checks.
 * :func:`compare_attacks`: warns when a stronger attack does worse than a weaker one.
 
-Hydra options live in ``conf/attack/`` (``attack=[pgd_linf,fgsm]``); each names its class in
+Hydra options live in ``robustdiag/conf/attack/`` (``attack=[pgd_linf,fgsm]``); each names its class in
 ``_target_``.
 """
 

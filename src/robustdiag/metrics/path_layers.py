@@ -34,6 +34,8 @@ from timm.layers.conv2d_same import Conv2dSameExport
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from robustdiag.types import MetricNotApplicable
+
 log = logging.getLogger(__name__)
 
 SUPPORTED_LAYERS: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear)
@@ -289,6 +291,12 @@ def discover_layers(model: nn.Module, layers: Sequence[str] | None = None) -> li
     ``layers``: glob patterns on module names (``"layer4.*"``), or regexes prefixed ``re:``; None = all.
     """
     net = model_body(model)
+    if isinstance(net, torch.jit.ScriptModule):
+        raise MetricNotApplicable(
+            "a TorchScript model runs no forward hooks, through which path and activation separation read each "
+            "layer; evaluate its architecture with its state dict (model.name or model._target_ plus "
+            "model.checkpoint) to measure them"
+        )
     candidates = {n: m for n, m in net.named_modules() if isinstance(m, SUPPORTED_LAYERS) and n}
     if isinstance(net, SUPPORTED_LAYERS):
         candidates = {"": net}  # a bare layer used as the whole model

@@ -19,11 +19,21 @@ import timm
 import torch
 from torch import nn
 
+from robustdiag.errors import ConfigError
 from robustdiag.models import cifar as _cifar  # noqa: F401  (registers wrn*/preact_resnet* with timm)
+from robustdiag.models.weights import StateDict, load_strict, mismatch_report, strip_wrapper_prefixes
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Classifier", "Normalize", "UnknownModelError", "adapt_small_input_stem", "build_model"]
+__all__ = [
+    "Classifier",
+    "ModelSpec",
+    "Normalize",
+    "UnknownModelError",
+    "adapt_small_input_stem",
+    "build_classifier",
+    "build_model",
+]
 
 
 class UnknownModelError(ValueError):
@@ -52,14 +62,25 @@ class Normalize(nn.Module):
 class Classifier(nn.Module):
     """A timm network behind its input normalisation: pixels in [0, 1] -> logits (B, K)."""
 
-    def __init__(self, net: nn.Module, normalize: Normalize, name: str) -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        normalize: Normalize,
+        name: str,
+        num_classes: int | None = None,
+        stem: str = "own",
+    ) -> None:
         super().__init__()
         self.normalize = normalize
         self.net = net
         self.name = name
+        self.stem = stem  # "adapted" (small-input stem) or "own"
+        self._num_classes = num_classes
 
     @property
     def num_classes(self) -> int:
+        if self._num_classes is not None:
+            return self._num_classes
         return int(getattr(self.net, "num_classes"))  # noqa: B009 - timm models set it; nn.Module is untyped here
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) in [0, 1] -> (B, K)
@@ -77,23 +98,50 @@ def suggest_model_names(name: str, n: int = 5) -> list[str]:
 
 
 def _create_timm(
-    name: str, *, num_classes: int, in_chans: int, img_size: int, kwargs: dict
+    name: str, *, num_classes: int, in_chans: int, img_size: int, kwargs: dict, pretrained: bool = False
 ) -> tuple[nn.Module, bool]:
     """``timm.create_model`` that also passes ``img_size`` to models which take it (ViT, Swin, ...).
 
+    ``pretrained`` loads timm's weights from the local Hugging Face cache (``hf-hub:`` names always do).
     Returns the network and whether it is sized by ``img_size`` (its stem is then left alone)."""
-    if not timm.is_model(name):
+    hub = name.startswith("hf-hub:")
+    if not hub and not timm.is_model(name):
         hint = ", ".join(suggest_model_names(name)) or "see timm.list_models()"
-        raise UnknownModelError(f"model.name={name!r} is not a timm model. Close names: {hint}.")
-    entry = timm.models.model_entrypoint(name)
-    base = dict(pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs)
-    sized = _takes_img_size(entry, name)
+        raise UnknownModelError(
+            f"model.name={name!r} is not a timm model. Close names: {hint}. (Your own @register_model "
+            "architectures become timm names once their module is imported: model.imports=[my_pkg.models])"
+        )
+    base = dict(pretrained=pretrained or hub, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    sized = False if hub else _takes_img_size(timm.models.model_entrypoint(name), name)
     if "img_size" not in kwargs and sized:
         base["img_size"] = img_size
     try:
         return timm.create_model(name, **base), sized
     except TypeError as err:
         raise ValueError(f"timm model {name!r} rejected model.kwargs={kwargs}: {err}") from err
+    except (OSError, ValueError, RuntimeError) as err:
+        if not base["pretrained"]:
+            raise
+        raise _missing_weights_error(name, err) from None
+
+
+def _missing_weights_error(name: str, err: BaseException) -> ConfigError:
+    """Pretrained weights that are not in the local Hugging Face cache: say where they go and how to get them."""
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    if name.startswith("hf-hub:"):
+        repo = name.removeprefix("hf-hub:")
+    else:
+        cfg = timm.models.get_pretrained_cfg(name)
+        repo = (cfg.hf_hub_id if cfg is not None else None) or f"timm/{name}"
+    first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+    return ConfigError(
+        f"model.pretrained: the weights of {name!r} (Hugging Face repo {repo}) could not be loaded ({first}). "
+        f"robustdiag looks in the local Hugging Face cache ({HF_HUB_CACHE}; HF_HOME / HF_HUB_CACHE move it). "
+        f'On a machine with network run: huggingface-cli download {repo}  (or python -c "import timm; '
+        f"timm.create_model('{name}', pretrained=True)\"), then copy that cache folder here; or download the "
+        "weights file and use model.checkpoint=<file>"
+    )
 
 
 def _takes_img_size(entry: object, name: str) -> bool:
@@ -178,25 +226,59 @@ def build_model(
     std: Sequence[float],
     small_input_stem: bool | None = None,
     kwargs: dict | None = None,
+    pretrained: bool = False,
+    weights: StateDict | None = None,
+    strip_prefix: str | None = None,
+    evaluate_only: bool = False,
+    label: str | None = None,
 ) -> Classifier:
     """Create timm model ``name`` for ``num_classes`` classes behind a :class:`Normalize` layer.
 
-    ``small_input_stem=None`` adapts the stem when ``img_size <= 64``. ``kwargs`` go to
-    ``timm.create_model`` (e.g. ``{"patch_size": 4}`` for a ViT at 32 px).
+    ``small_input_stem=None`` adapts the stem when ``img_size <= 64`` (for weights: when the weights were
+    trained with the adapted stem; a stem is never re-initialised under loaded weights). ``kwargs`` go to
+    ``timm.create_model`` (e.g. ``{"patch_size": 4}`` for a ViT at 32 px). ``pretrained`` loads timm's
+    weights; ``weights`` is a state dict read from a file, loaded strictly.
     """
     if len(mean) != in_chans:
         raise ValueError(
             f"data has {in_chans} channel(s) but normalisation mean has {len(mean)}; "
             "set data.channels or the dataset's mean/std to match"
         )
+    label = label or name
     net, sized_by_img_size = _create_timm(
-        name, num_classes=num_classes, in_chans=in_chans, img_size=img_size, kwargs=dict(kwargs or {})
-    )
+        name, num_classes=num_classes, in_chans=in_chans, img_size=img_size, kwargs=dict(kwargs or {}),
+        pretrained=pretrained,
+    )  # fmt: skip
     automatic = small_input_stem is None
-    adapt = img_size <= 64 and not sized_by_img_size if automatic else bool(small_input_stem)
+    wants_small = img_size <= 64 and not sized_by_img_size
+    if pretrained:
+        _check_pretrained_head(net, name, num_classes, evaluate_only)
+        if small_input_stem:
+            raise ConfigError(
+                f"model.small_input_stem=true would re-initialise the first conv of the pretrained {name!r}; "
+                "set model.small_input_stem=null (keep its stem) or use a larger data.image_size"
+            )
+        if automatic and wants_small:
+            log.info(
+                "pretrained %s keeps its own stem at %d px (its weights were trained with it)", name, img_size
+            )
+        model = Classifier(net, Normalize(mean, std), name=label, num_classes=num_classes)
+        check_forward(model, in_chans=in_chans, img_size=img_size, num_classes=num_classes)
+        return model
+    if weights is not None:
+        adapt = wants_small if automatic else bool(small_input_stem)
+        net, stem = _load_weights_with_stem(
+            net, weights, name, adapt=adapt, automatic=automatic, strip_prefix=strip_prefix
+        )
+        model = Classifier(net, Normalize(mean, std), name=label, num_classes=num_classes, stem=stem)
+        check_forward(model, in_chans=in_chans, img_size=img_size, num_classes=num_classes)
+        return model
+    adapt = wants_small if automatic else bool(small_input_stem)
     original = copy.deepcopy(net) if adapt and automatic else None
     changes = adapt_small_input_stem(net) if adapt else []
-    model = Classifier(net, Normalize(mean, std), name=name)
+    model = Classifier(
+        net, Normalize(mean, std), name=label, num_classes=num_classes, stem="adapted" if changes else "own"
+    )
     try:
         check_forward(model, in_chans=in_chans, img_size=img_size, num_classes=num_classes)
     except ValueError as err:
@@ -211,9 +293,69 @@ def build_model(
             "the small-input stem adaptation does not fit %s (%s); keeping its own stem "
             "(model.small_input_stem=false silences this)", name, err.__cause__ or err,
         )  # fmt: skip
-        model = Classifier(original, Normalize(mean, std), name=name)
+        model = Classifier(original, Normalize(mean, std), name=label, num_classes=num_classes)
         check_forward(model, in_chans=in_chans, img_size=img_size, num_classes=num_classes)
     return model
+
+
+def _check_pretrained_head(net: nn.Module, name: str, num_classes: int, evaluate_only: bool) -> None:
+    """Pretrained weights for another class count get a new (random) head: fine to fine-tune, not to evaluate."""
+    cfg = getattr(net, "pretrained_cfg", None) or {}
+    trained_for = cfg.get("num_classes")
+    if trained_for is None or int(trained_for) == num_classes:
+        return
+    if evaluate_only:
+        raise ConfigError(
+            f"model.pretrained: {name!r}'s weights classify {trained_for} classes but the data has {num_classes}; "
+            "train=none would evaluate a random new head. Fine-tune it (train=generalise), or evaluate on data "
+            "with the weights' classes"
+        )
+    log.info(
+        "pretrained %s: new %d-class head (the weights were trained for %s classes)",
+        name,
+        num_classes,
+        trained_for,
+    )
+
+
+def _load_weights_with_stem(
+    net: nn.Module, weights: StateDict, name: str, *, adapt: bool, automatic: bool, strip_prefix: str | None
+) -> tuple[nn.Module, str]:
+    """Load ``weights`` into ``net`` with the stem they were trained with: the adapted small-input stem is
+    tried first when wanted, and in automatic mode the model's own stem when the weights do not fit it."""
+    cfg = getattr(net, "pretrained_cfg", None) or {}
+    classifier = cfg.get("classifier") if isinstance(cfg.get("classifier"), str) else None
+    own: list[tuple[str, nn.Module]] = [("own", net)]
+    adapted: list[tuple[str, nn.Module]] = []
+    if adapt:
+        small = copy.deepcopy(net)
+        if adapt_small_input_stem(small):
+            adapted.append(("adapted", small))
+    if not automatic:
+        candidates = adapted or own
+    elif weights.mean is not None:  # a robustdiag checkpoint: trained with robustdiag's automatic rule
+        candidates = adapted + own
+    else:  # weights from elsewhere: the architecture as timm defines it, unless only the adapted stem fits
+        candidates = own + adapted
+    reports = []
+    for stem, candidate in candidates:
+        tensors, stripped = strip_wrapper_prefixes(weights.tensors, set(candidate.state_dict()), strip_prefix)
+        report = mismatch_report(candidate, tensors, classifier)
+        if report is None:
+            load_strict(candidate, tensors)
+            if stripped:
+                log.info("weights: stripped key prefix %s", " + ".join(repr(p) for p in stripped))
+            if automatic and adapt and stem == "own":
+                log.info(
+                    "%s: the weights have the model's own stem, kept it (not the small-input stem)", name
+                )
+            return candidate, stem
+        reports.append(f"with the {'small-input' if stem == 'adapted' else 'own'} stem: {report}")
+    raise ConfigError(
+        f"model.checkpoint={str(weights.path)!r} does not fit model.name={name!r} "
+        f"({' | '.join(reports)}). Check model.name and model.kwargs, the data's classes and channels, "
+        "model.small_input_stem, or model.checkpoint_key / model.strip_prefix"
+    )
 
 
 def check_forward(model: nn.Module, *, in_chans: int, img_size: int, num_classes: int) -> None:
@@ -240,3 +382,6 @@ def check_forward(model: nn.Module, *, in_chans: int, img_size: int, num_classes
         raise ValueError(f"model returns {tuple(out.shape)} for 2 images; expected (2, {num_classes})")
     if not torch.isfinite(out).all():
         warnings.warn("model produced non-finite logits at initialisation", stacklevel=2)
+
+
+from robustdiag.models.sources import ModelSpec, build_classifier  # noqa: E402  (needs the names above)

@@ -1,6 +1,6 @@
 """Distribution shifts: Hendrycks & Dietterich corruptions as batched tensor ops, published files, adversarial.
 
-Every shift satisfies :class:`robustdiag.types.Shift`; YAML files in ``conf/shift/`` name them by
+Every shift satisfies :class:`robustdiag.types.Shift`; YAML files in ``robustdiag/conf/shift/`` name them by
 ``_target_``. Run one over a large tensor with :func:`apply_shift`.
 """
 

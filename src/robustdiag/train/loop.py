@@ -80,9 +80,12 @@ def fit(
         device=device,
         seed=seed,
     )
+    if regime.optimizer is None or regime.schedule is None:
+        raise ValueError(f"train={regime.name} has no optimizer/schedule: it evaluates only and cannot train")
+    schedule = regime.schedule
     optimizer = regime.optimizer(model.parameters())
     total_steps = regime.epochs * len(loader)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: regime.schedule(step / total_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: schedule(step / total_steps))
     result = TrainResult()
     state = store.load() if store is not None else None
     if state is not None:

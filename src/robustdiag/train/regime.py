@@ -25,7 +25,7 @@ OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimize
 
 @dataclass
 class Regime:
-    """Built from ``conf/train/<name>.yaml`` (``_target_: robustdiag.train.Regime``).
+    """Built from ``robustdiag/conf/train/<name>.yaml`` (``_target_: robustdiag.train.Regime``).
 
     ``q`` is the fraction of training labels replaced by random ones (0: generalise, 1: memorise).
     ``stop_train_acc`` ends training once the running train accuracy on the trained labels reaches it
@@ -35,8 +35,8 @@ class Regime:
     name: str
     epochs: int
     batch_size: int
-    optimizer: OptimizerFactory
-    schedule: Callable[[float], float]
+    optimizer: OptimizerFactory | None
+    schedule: Callable[[float], float] | None
     q: float = 0.0
     augment: Augment | None = None
     stop_train_acc: float | None = None
@@ -46,8 +46,17 @@ class Regime:
     channels_last: bool = True  # CUDA only
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"train.epochs must be >= 1, got {self.epochs}")
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 0:
+            raise ValueError(
+                f"train.epochs={self.epochs!r} must be an integer >= 1 (or 0 with train=none: evaluate only)"
+            )
+        if self.epochs == 0 and (self.q != 0 or self.adversary is not None):
+            raise ValueError(
+                "train.epochs=0 evaluates the model as loaded: train.q and train.adversary need training "
+                "(set train.epochs >= 1, or use train=none)"
+            )
+        if self.epochs > 0 and (self.optimizer is None or self.schedule is None):
+            raise ValueError("train.optimizer and train.schedule are required when train.epochs >= 1")
         if self.batch_size < 1:
             raise ValueError(f"train.batch_size must be >= 1, got {self.batch_size}")
         if not 0.0 <= self.q <= 1.0:
@@ -59,6 +68,11 @@ class Regime:
         lr = getattr(self.optimizer, "keywords", {}).get("lr")  # a functools.partial from `_partial_: true`
         if lr is not None and not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
             raise ValueError(f"train.optimizer.lr={lr!r} must be a finite number > 0")
+
+    @property
+    def evaluate_only(self) -> bool:
+        """No training: the model is evaluated as it was loaded (``train=none``)."""
+        return self.epochs == 0
 
     @property
     def labels(self) -> str:

@@ -1,6 +1,6 @@
 """Claims as data, their tests and verdicts: what turns a sweep into conclusions (DESIGN §4.8).
 
-``conf/claims/<paper>.yaml`` declares each claim (statement, direction, unit, test, decision rule,
+``robustdiag/conf/claims/<paper>.yaml`` declares each claim (statement, direction, unit, test, decision rule,
 preconditions); :func:`evaluate_claims` runs them on the complete runs of each dataset and returns one
 :class:`ClaimResult` per (claim, dataset), with Holm-adjusted p-values within each paper and a verdict
 ``holds`` / ``fails`` / ``inconclusive`` / ``not testable here``.

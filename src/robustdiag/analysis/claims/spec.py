@@ -1,6 +1,6 @@
 """Claims as data: a YAML file per paper, each claim with its test, unit, decision rule and preconditions.
 
-A claims file (``conf/claims/paper1.yaml``)::
+A claims file (``robustdiag/conf/claims/paper1.yaml``)::
 
     paper: paper1
     title: Bernoulli path separation (Khaitan & Banerjee, arXiv 2605.21313)
@@ -209,7 +209,9 @@ def load_claims(path: Path) -> ClaimSet:
     """Read and validate one claims YAML file."""
     path = Path(path)
     if not path.is_file():
-        raise ClaimsError(f"claims file {path} does not exist; pass a YAML file (see conf/claims/)")
+        raise ClaimsError(
+            f"claims file {path} does not exist; pass a YAML file (see robustdiag/conf/claims/)"
+        )
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as err:

@@ -38,7 +38,7 @@ Unsupported modules raise an error that lists the supported families; there is d
 "chain over every conv/linear layer", which is not an upper bound once the forward has skips or gating.
 
 Ranking the bounds imply (randomly initialised timm models at 32 px, 10 classes; log10 bound on λ_max,
-from ``python benchmarks/bench_fisher.py --bounds-only``, also recorded in conf/metric/spectral_bound.yaml):
+from ``python benchmarks/bench_fisher.py --bounds-only``, also recorded in robustdiag/conf/metric/spectral_bound.yaml):
 densenet121 57.6 > vit_tiny (patch 4, local) 33.3 > resnet18 11.6 > vgg11_bn 6.3. Only "DenseNet is the
 least robust" agrees with the paper's claimed robustness order DenseNet121 < VGG16 < ResNet18 ≤ ViT-B-16.
 """

@@ -1,0 +1,1 @@
+"""Model-level robustness diagnostics: path/activation separation, input-Fisher spectral norm, bounds."""

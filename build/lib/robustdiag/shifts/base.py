@@ -1,0 +1,215 @@
+"""Common machinery of the computed corruptions: validation, parameter tables, random draws.
+
+Parameter tables
+----------------
+Each corruption carries the per-severity parameters of Hendrycks & Dietterich's generators
+(https://github.com/hendrycks/robustness, ``ImageNet-C/create_c/``):
+
+* ``cifar``        -- ``make_cifar_c.py`` (CIFAR-10-C, 32 px); used by ``table="auto"`` when max(H, W) <= 32
+* ``tinyimagenet`` -- ``make_tinyimagenet_c.py`` (Tiny-ImageNet-C, 64 px); only when asked for explicitly
+* ``imagenet``     -- ``make_imagenet_c.py`` (ImageNet-C, 224 px); used by ``table="auto"`` for larger images
+
+Parameters the benchmark defines relative to the image (elastic displacements, written as multiples of
+the image side; the pixelate factor; zoom factors; the fog fractal, whose side is the next power of two
+of the image side) follow the image size. Parameters in absolute pixels (defocus radius, Gaussian and
+motion blur lengths) are given at the table's reference size (32, 64 or 224 px); with
+``scale_spatial=True`` (default) they are multiplied by ``max(min(H, W), 32) / reference_size``. Images
+at the reference size therefore get the benchmark's exact values; larger or smaller images get the same
+blur relative to the image, except that images below CIFAR's 32 px keep CIFAR's pixel values (scaled
+further down, a 0.4-px blur on 8-px digits would do nothing). ``scale_spatial=False`` uses every table
+value literally, in pixels.
+
+Randomness
+----------
+Random numbers are drawn with the given ``torch.Generator`` on *the generator's device* in float32 and
+then moved to the input's device. A CPU generator therefore gives the same corrupted images on CPU and
+CUDA (up to float rounding of the subsequent arithmetic); a generator on the input's device is faster.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from robustdiag.shifts.ops import compute_dtype
+
+SEVERITY_RANGE: tuple[int, ...] = (1, 2, 3, 4, 5)
+TABLES: tuple[str, ...] = ("cifar", "tinyimagenet", "imagenet")
+TABLE_CHOICES: tuple[str, ...] = ("auto", *TABLES)
+REFERENCE_SIZE: dict[str, int] = {"cifar": 32, "tinyimagenet": 64, "imagenet": 224}
+Draws = dict[str, torch.Tensor]
+
+
+def check_severity(name: str, severity: object, valid: Sequence[int] = SEVERITY_RANGE) -> int:
+    """Return ``severity`` as an int, or raise ValueError naming the shift and the valid values."""
+    try:
+        if isinstance(severity, bool):
+            raise TypeError
+        value = operator.index(severity)  # type: ignore[arg-type]
+    except TypeError:
+        raise ValueError(f"{name}: severity must be an integer in {list(valid)}, got {severity!r}") from None
+    if value not in valid:
+        raise ValueError(f"{name}: severity must be one of {list(valid)}, got {value}")
+    return value
+
+
+def check_severities(
+    name: str, severities: Sequence[int], valid: Sequence[int] = SEVERITY_RANGE
+) -> tuple[int, ...]:
+    """Validate a configured severity list (non-empty, each in ``valid``) and return it as a tuple."""
+    if isinstance(severities, str | bytes | int) or not hasattr(severities, "__iter__"):
+        raise ValueError(
+            f"{name}: severities must be a list of integers in {list(valid)}, got {severities!r}"
+        )
+    values = tuple(check_severity(name, s, valid) for s in severities)
+    if not values:
+        raise ValueError(f"{name}: severities must not be empty; valid values are {list(valid)}")
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise ValueError(
+            f"{name}: severities {list(values)} repeat {repeated}; each severity is measured once "
+            f"(a repeat would be averaged twice into the mean corruption accuracy). Use e.g. {sorted(set(values))}"
+        )
+    return values
+
+
+def check_images(name: str, x: torch.Tensor) -> None:
+    """Raise ValueError unless ``x`` is a float (B, C, H, W) tensor."""
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"{name}: expected images of shape (B, C, H, W), got {shape}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name}: expected float pixels in [0, 1], got dtype {x.dtype}")
+
+
+def draw_uniform(
+    shape: Sequence[int], generator: torch.Generator, like: torch.Tensor, low: float = 0.0, high: float = 1.0
+) -> torch.Tensor:
+    """Uniform(low, high) numbers drawn on the generator's device, returned on ``like``'s device and dtype."""
+    u = torch.rand(tuple(shape), generator=generator, device=generator.device, dtype=torch.float32)
+    return (low + (high - low) * u).to(device=like.device, dtype=like.dtype)
+
+
+def draw_normal(shape: Sequence[int], generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+    """Standard normal numbers drawn on the generator's device, returned on ``like``'s device and dtype."""
+    z = torch.randn(tuple(shape), generator=generator, device=generator.device, dtype=torch.float32)
+    return z.to(device=like.device, dtype=like.dtype)
+
+
+def draw_poisson(rate: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Poisson counts with the given rates, drawn on the generator's device, returned like ``rate``."""
+    counts = torch.poisson(rate.to(device=generator.device, dtype=torch.float32), generator=generator)
+    return counts.to(device=rate.device, dtype=rate.dtype)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Which parameter table applies to an image size and how pixel-unit parameters scale."""
+
+    table: str
+    scale: float  # multiplier for parameters in absolute pixels (blur radii and lengths)
+    relative: float  # image side / reference side, for parameters the benchmark defines per image size
+    height: int
+    width: int
+
+
+class Corruption:
+    """Base class of the computed corruptions (satisfies :class:`robustdiag.types.Shift`).
+
+    Subclasses set ``name``, ``PARAMS`` (per table, one entry per severity 1-5) and implement
+    :meth:`apply` (deterministic given the draws) and, when random, :meth:`sample`.
+    """
+
+    name: str = ""
+    PARAMS: ClassVar[Mapping[str, Sequence[Any]]] = {}
+    COLOUR_ONLY: ClassVar[bool] = False  # needs C == 3 (or C == 1 with a documented grey-scale rule)
+
+    def __init__(
+        self,
+        severities: Sequence[int] = SEVERITY_RANGE,
+        *,
+        table: str = "auto",
+        scale_spatial: bool = True,
+        name: str | None = None,
+    ) -> None:
+        if name is not None:
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"{type(self).__name__}: name must be a non-empty string, got {name!r}")
+            self.name = name
+        self.severities = check_severities(self.name, severities)
+        if table not in TABLE_CHOICES:
+            raise ValueError(f"{self.name}: table must be one of {list(TABLE_CHOICES)}, got {table!r}")
+        self.table = table
+        self.scale_spatial = bool(scale_spatial)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(name={self.name!r}, severities={list(self.severities)}, "
+            f"table={self.table!r}, scale_spatial={self.scale_spatial})"
+        )
+
+    def geometry(self, height: int, width: int) -> Geometry:
+        """The parameter table and pixel-unit scale used for images of this size."""
+        if self.table == "auto":
+            table = "cifar" if max(height, width) <= REFERENCE_SIZE["cifar"] else "imagenet"
+        else:
+            table = self.table
+        side, reference = min(height, width), REFERENCE_SIZE[table]
+        if not self.scale_spatial:
+            return Geometry(table=table, scale=1.0, relative=1.0, height=height, width=width)
+        scale = max(side, REFERENCE_SIZE["cifar"]) / reference
+        return Geometry(table=table, scale=scale, relative=side / reference, height=height, width=width)
+
+    def params(self, severity: int, height: int, width: int) -> Any:
+        """The table entry for ``severity`` at this image size (before spatial scaling)."""
+        severity = check_severity(self.name, severity)
+        return self.PARAMS[self.geometry(height, width).table][severity - 1]
+
+    def pixel_param(self, param: Any, geom: Geometry) -> Any:
+        """The table entry with pixel parameters scaled to the image (identity when nothing scales)."""
+        return param
+
+    def resolved_param(self, severity: int, height: int, width: int) -> Any:
+        """What :meth:`apply` uses at ``severity`` for images of this size (table entry, spatially scaled)."""
+        geom = self.geometry(height, width)
+        return self.pixel_param(self.params(severity, height, width), geom)
+
+    def sample(self, x: torch.Tensor, param: Any, geom: Geometry, generator: torch.Generator) -> Draws:
+        """Random draws for one batch (none for deterministic corruptions)."""
+        return {}
+
+    def apply(self, x: torch.Tensor, param: Any, geom: Geometry, draws: Draws) -> torch.Tensor:
+        """Corrupt ``x`` (B, C, H, W) given the table entry and the draws; may return values outside [0, 1]."""
+        raise NotImplementedError
+
+    def check_channels(self, x: torch.Tensor) -> None:
+        """Colour corruptions accept RGB (C=3) or grey-scale (C=1) images only."""
+        if self.COLOUR_ONLY and x.shape[1] not in (1, 3):
+            raise ValueError(f"{self.name}: needs RGB (C=3) or grey-scale (C=1) images, got C={x.shape[1]}")
+
+    def __call__(
+        self,
+        x: torch.Tensor,
+        severity: int,
+        *,
+        generator: torch.Generator,
+        index: torch.Tensor | None = None,
+        y: torch.Tensor | None = None,
+        model: nn.Module | None = None,
+    ) -> torch.Tensor:
+        """Corrupt a batch (B, C, H, W) in [0, 1] at ``severity``; same shape, dtype and device, in [0, 1]."""
+        severity = check_severity(self.name, severity)
+        check_images(self.name, x)
+        self.check_channels(x)
+        geom = self.geometry(x.shape[-2], x.shape[-1])
+        param = self.PARAMS[geom.table][severity - 1]
+        with torch.no_grad():
+            xc = x.detach().to(compute_dtype(x.dtype))
+            draws = self.sample(xc, param, geom, generator)
+            out = self.apply(xc, param, geom, draws)
+            return out.clamp(0.0, 1.0).to(x.dtype)
