@@ -3,7 +3,8 @@
 For each corruption, images/s of the batched torch implementation (``robustdiag.shifts``, one call per
 batch, generator on the device; on CUDA also with the default CPU generator of ``apply_shift``) against
 the same corruption done one image at a time by ``tests/shifts/reference.py`` (NumPy/SciPy/Pillow
-re-implementations of Hendrycks & Dietterich's per-image code, drawing their own random numbers). The
+re-implementations of Hendrycks & Dietterich's per-image code, drawing their own random numbers; spatter
+and frost call OpenCV itself, as the benchmark does). The
 ``imagecorruptions`` package is the usual per-image reference, but it does not import with current
 setuptools/scikit-image (``pkg_resources`` and ``multichannel`` are gone); the JSON records the reason.
 Both sides are warmed up, timed alternately in one process, and reported as medians of the repeats.
@@ -35,7 +36,48 @@ from robustdiag.shifts import CORRUPTIONS, apply_shift
 
 # The per-image NumPy/PIL references live with the tests that check every batched corruption against them.
 sys.path.insert(0, str(REPO / "tests" / "shifts"))
-from reference import REFERENCES  # noqa: E402
+from reference import REFERENCES, frost_photo_crop  # noqa: E402
+
+FROST_PHOTOS = REPO / "benchmarks" / "out" / "frost_photos"  # generated stand-ins for the benchmark's photos
+
+
+def frost_photos(size: int) -> Path:
+    """Five smooth random 'photos' big enough for ``size``-px crops at the table's resize factor (the
+    benchmark's own photos are not shipped; the cost does not depend on their content)."""
+    from PIL import Image
+
+    side = 400 if size <= 32 else 1100
+    FROST_PHOTOS.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        path = FROST_PHOTOS / f"frost{i + 1}.png"
+        if not path.exists():
+            Image.fromarray((rng.random((side, side, 3)) * 255).astype(np.uint8)).save(path)
+    return FROST_PHOTOS
+
+
+def make_shift(name: str, size: int):
+    """The corruption as benchmarked: frost with photos (the benchmark's procedure), the rest as configured."""
+    if name == "frost":
+        return CORRUPTIONS[name](images=str(frost_photos(size)))
+    return CORRUPTIONS[name]()
+
+
+def frost_reference(shift, size: int):
+    """Per image: pick a photo, cv2.resize it, crop at random, blend (the benchmark's frost)."""
+    from PIL import Image
+
+    photos = [np.asarray(Image.open(p).convert("RGB"), dtype=np.float64) / 255 for p in shift.photo_names]
+    factor = shift.resize_factor(shift.geometry(size, size))
+
+    def run(image: np.ndarray, param, rng: np.random.Generator) -> np.ndarray:
+        photo = photos[int(rng.integers(len(photos)))]
+        h = int(round(photo.shape[0] * factor)) - size
+        w = int(round(photo.shape[1] * factor)) - size
+        crop = frost_photo_crop(photo, factor, (int(rng.integers(h)), int(rng.integers(w))), size, size)
+        return np.clip(param[0] * image + param[1] * crop, 0, 1)
+
+    return run
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -97,8 +139,8 @@ def bench_one(
 ) -> dict[str, float]:
     """Throughputs of one corruption: torch (device RNG, and CPU RNG on CUDA) and the per-image reference."""
     device = x.device
-    shift = CORRUPTIONS[name]()
     size = x.shape[-1]
+    shift = make_shift(name, size)
     result: dict[str, float] = {}
     seconds = median_seconds(
         lambda: apply_shift(shift, x, args.severity, seed=0, batch_size=len(x), generator_device=None),
@@ -112,7 +154,7 @@ def bench_one(
         )
         result["torch_cpu_rng_images_per_s"] = len(x) / cpu_rng
     param = shift.resolved_param(args.severity, size, size)
-    reference = REFERENCES[name]
+    reference = frost_reference(shift, size) if name == "frost" else REFERENCES[name]
     rng = np.random.default_rng(0)
     cpu = torch.device("cpu")
     per_image = median_seconds(
@@ -162,7 +204,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             "scipy": scipy.__version__,
             "pillow": PIL.__version__,
         },
-        "reference": "tests/shifts/reference.py (per image, NumPy/SciPy/Pillow)",
+        "reference": "tests/shifts/reference.py (per image, NumPy/SciPy/Pillow; OpenCV for spatter and frost)",
         "imagecorruptions": imagecorruptions_status(),
         "results": results,
         "speedup_median": statistics.median(speedups),

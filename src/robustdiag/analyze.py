@@ -78,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="claims files to test (default: every robustdiag/conf/claims/*.yaml of the app; see docs/reproductions.md)",
     )
     parser.add_argument("--no-claims", action="store_true", help="skip the claims table")
+    parser.add_argument(
+        "--ce-baseline",
+        default=None,
+        metavar="RUN_DIR|CSV",
+        help="a baseline model's corruption errors (its job directory, or a CSV corruption,severity,error with "
+        "fractions and a row clean,0,<error>): adds CE, mCE and relative mCE (corruption_errors.csv, mce.csv)",
+    )
     parser.add_argument("--quiet", action="store_true", help="print only the report path")
     return parser
 
@@ -118,8 +125,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 wandb_logger=logger,
                 command=command,
                 claim_sets=claim_sets,
+                ce_baseline=args.ce_baseline,
             )
-        except (NoRunsError, FileNotFoundError) as err:
+        except (NoRunsError, FileNotFoundError, ValueError) as err:
             print(f"robustdiag-analyze: {err}", file=sys.stderr)
             return 1
     print(result.report_path if args.quiet else console_summary(result))

@@ -45,6 +45,7 @@ from robustdiag.records import (
 )
 from robustdiag.records.index import REUSED_FROM_KEY, RecordIndex, code_identity, copy_record
 from robustdiag.records.provenance import git_commit
+from robustdiag.shifts.natural import TestSetShift, is_natural, natural_subset
 from robustdiag.train import (
     CheckpointStore,
     NonFiniteLossError,
@@ -541,8 +542,45 @@ def evaluate_model(
         input_std=tuple(float(v) for v in model.normalize.std.flatten()),
     )
     clean_scalars = run_metrics(metrics, clean_ctx, "clean", values, tables)
-    run_shifts(point.shifts, model, test, metrics, clean_ctx, clean_scalars, values, tables)
+    corruptions = [shift for shift in point.shifts if not is_natural(shift)]
+    run_shifts(corruptions, model, test, metrics, clean_ctx, clean_scalars, values, tables)
+    for shift in point.shifts:
+        if is_natural(shift):
+            run_natural_shift(
+                cast(TestSetShift, shift), bundle, point, model, metrics, clean_ctx, values, tables
+            )
     return RunResult(values, tables)
+
+
+def run_natural_shift(
+    shift: TestSetShift,
+    bundle: DataBundle,
+    point: GridPoint,
+    model: Classifier,
+    metrics: dict[str, Metric],
+    clean_ctx: EvalContext,
+    values: dict[str, Any],
+    tables: Tables,
+) -> None:
+    """Accuracy (and the shift-aware diagnostics) on another test set of the same classes."""
+    name, condition = shift.name, schema.shift_condition(shift.name, 1)
+    with timed(values, f"shift/{condition}"):
+        data = shift.load_test_set(bundle, point.cache_dir)
+        idx = natural_subset(data.labels, point.eval.n_samples, point.eval.seed, bundle.num_classes)
+        x = data.images[idx].to(point.device).float().div_(255)  # (n, C, H, W)
+        y = data.labels[idx].to(point.device)
+        logits = predict_logits(model, x, batch_size=clean_ctx.batch_size)
+    values[schema.shift_acc_key(name, 1)] = float((logits.argmax(dim=1) == y).float().mean())
+    values[f"{schema.SHIFT_INFO_PREFIX}{name}/n"] = len(idx)
+    values[f"{schema.SHIFT_INFO_PREFIX}{name}/kind"] = "natural test set"
+    shifted = EvalSet(x=x, y=y, index=idx.to(point.device), condition=condition)
+    ctx = dataclasses.replace(clean_ctx, data=shifted, logits=logits, clean=None, cache={})
+    scratch = Tables()  # other images than the evaluation samples: no per-sample columns
+    run_metrics({k: m for k, m in metrics.items() if m.under_shift}, ctx, condition, values, scratch)
+    tables.per_layer += scratch.per_layer
+    log.info(
+        "shift %s (natural, %d images): accuracy %.3f", name, len(idx), values[schema.shift_acc_key(name, 1)]
+    )
 
 
 def declared_roles(metrics: Iterable[Metric]) -> dict[str, str]:
@@ -626,9 +664,12 @@ def run_shifts(
     from robustdiag.shifts import apply_shift
 
     batch_size, seed = clean_ctx.batch_size, clean_ctx.seed
-    corruption_accs = []
+    corruption_accs: dict[tuple[str, int], float] = {}
     for shift in shifts:
         name = shift.name  # e.g. cifar10c_files records under its corruption's name
+        source = getattr(shift, "source", None)
+        if isinstance(source, str):  # e.g. frost: photos (the benchmark's) or the procedural approximation
+            values[f"{schema.SHIFT_INFO_PREFIX}{name}/source"] = source
         for severity in shift.severities:
             condition = schema.shift_condition(name, severity)
             with timed(values, f"shift/{condition}"):
@@ -641,7 +682,7 @@ def run_shifts(
             values[schema.shift_acc_key(name, severity)] = float(correct.float().mean())
             tables.per_sample[schema.shift_correct_column(name, severity)] = correct.cpu().numpy()
             if not needs_model(shift):
-                corruption_accs.append(values[schema.shift_acc_key(name, severity)])
+                corruption_accs[(name, int(severity))] = values[schema.shift_acc_key(name, severity)]
             shifted = EvalSet(x=x, y=test.y, index=test.index, condition=condition)
             ctx = dataclasses.replace(clean_ctx, data=shifted, logits=logits, clean=test, cache={})
             shifted_scalars = run_metrics(metrics, ctx, condition, values, tables)
@@ -654,7 +695,34 @@ def run_shifts(
             "  ".join(f"s{s}={values[f'shift/{name}/{s}/acc']:.3f}" for s in shift.severities),
         )  # fmt: skip
     if corruption_accs:
-        values["shift/mean_corruption_acc"] = float(np.mean(corruption_accs))
+        values.update(
+            corruption_means(
+                corruption_accs, procedural_frost="procedural" in str(values.get("shift_info/frost/source"))
+            )
+        )
+
+
+def corruption_means(accs: dict[tuple[str, int], float], *, procedural_frost: bool) -> dict[str, Any]:
+    """The mean corruption accuracy over everything measured, labelled with what it averages, and the
+    published sets' headline means (all of a set's corruptions at severities 1-5, or no key)."""
+    from robustdiag.shifts.suites import SETS, SEVERITIES
+
+    names = list(dict.fromkeys(name for name, _ in accs))
+    severities = sorted({s for _, s in accs})
+    out: dict[str, Any] = {schema.MEAN_CORRUPTION_ACC: float(np.mean(list(accs.values())))}
+    label = next(
+        (set_name for set_name, members in SETS if sorted(names) == sorted(members)),
+        "all19"
+        if sorted(names) == sorted(SETS[0][1] + SETS[1][1])
+        else f"{len(names)} corruptions ({', '.join(names)})",
+    )
+    out[schema.MEAN_CORRUPTION_SET] = f"{label} x severities {severities}"
+    for set_name, members in SETS:
+        cells = [(name, s) for name in members for s in SEVERITIES]
+        if all(cell in accs for cell in cells):
+            key = schema.benchmark_acc_key(set_name, procedural_frost and "frost" in members)
+            out[key] = float(np.mean([accs[cell] for cell in cells]))
+    return out
 
 
 def write_tables(out_dir: Path, tables: Tables) -> list[str]:

@@ -229,6 +229,7 @@ def test_output_files_figures_and_report(planted) -> None:
         "per_sample_auroc",
         "ranking",
         "ranking_agreement",
+        "corruption_accuracy",
     ):
         assert (out / f"{name}.csv").stat().st_size > 0
     assert len(pd.read_csv(out / "correlations.csv")) == len(result.correlations)
@@ -240,6 +241,8 @@ def test_output_files_figures_and_report(planted) -> None:
         "per_layer_resnet18",
         "per_layer_vit_tiny",
         "separation_vs_severity",
+        "corruption_severity",
+        "diagnostics_vs_severity",
         "lambda_distributions",
     }
     tested = result.claims[result.claims["verdict"] != "not testable here"]

@@ -272,6 +272,93 @@ def elastic_draws(image: np.ndarray, param: tuple[float, float, float], rng: Rng
     }
 
 
+# ---------------------------------------------------------------- the benchmark's other four (glass, snow, frost, spatter)
+
+
+def glass_blur(image: np.ndarray, param: tuple[float, int, int], draws: Draws) -> np.ndarray:
+    """The benchmark's loop as written, one pixel at a time (its RGB "swap" copies: see GlassBlur)."""
+    sigma, delta, iterations = param
+    x = np.floor(ndimage.gaussian_filter(image, (sigma, sigma, 0), mode="nearest", truncate=4.0) * 255)
+    h, w = x.shape[:2]
+    for i in range(iterations):
+        k = 0
+        for row in range(h - delta, delta, -1):
+            for col in range(w - delta, delta, -1):
+                dx, dy = draws["offsets"][i, k]
+                k += 1
+                x[row, col], x[row + dy, col + dx] = x[row + dy, col + dx], x[row, col]  # views: a copy
+    return ndimage.gaussian_filter(x / 255, (sigma, sigma, 0), mode="nearest", truncate=4.0)
+
+
+def snow(image: np.ndarray, param: tuple[float, ...], draws: Draws) -> np.ndarray:
+    mean, std, zoom, threshold, radius, sigma, blend = param
+    layer = clipped_zoom((mean + std * draws["layer"])[..., None], zoom)
+    layer[layer < threshold] = 0
+    layer = np.clip(layer, 0, 1)
+    layer = (layer * 255).astype(np.uint8).astype(np.float64) / 255  # PIL "L" image from astype(np.uint8)
+    layer = motion_blur(layer, (radius, sigma), {"angle": draws["angle"]})  # ImageMagick stand-in
+    layer = np.floor(layer * 255 + 0.5) / 255  # 8-bit PNG out of ImageMagick
+    grey = image if image.shape[2] == 1 else image @ np.array([0.299, 0.587, 0.114])[:, None]
+    x = blend * image + (1 - blend) * np.maximum(image, grey * 1.5 + 0.5)
+    return x + layer + np.rot90(layer, k=2)
+
+
+def spatter(image: np.ndarray, param: tuple[float, ...], draws: Draws) -> np.ndarray:
+    """The benchmark's spatter with OpenCV itself (water) and scikit-image's gaussian (SciPy here)."""
+    import cv2
+
+    mean, std, sigma, threshold, intensity, mud = param
+    liquid = ndimage.gaussian_filter(mean + std * draws["liquid"], sigma, mode="nearest", truncate=4.0)
+    liquid[liquid < threshold] = 0
+    grey = image.shape[2] == 1
+    if not mud:
+        level = (liquid * 255).astype(np.uint8)
+        dist = 255 - cv2.Canny(level, 50, 150)
+        dist = cv2.distanceTransform(dist, cv2.DIST_L2, 5)
+        _, dist = cv2.threshold(dist, 20, 20, cv2.THRESH_TRUNC)
+        dist = cv2.blur(dist, (3, 3)).astype(np.uint8)
+        dist = cv2.equalizeHist(dist)
+        dist = cv2.filter2D(dist, cv2.CV_8U, np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]]))
+        dist = cv2.blur(dist, (3, 3)).astype(np.float32)
+        m = level * dist
+        m = m / m.max() * intensity if m.max() > 0 else m
+        colour = np.array([175, 238, 238]) / 255.0
+        colour = colour @ np.array([0.299, 0.587, 0.114]) if grey else colour
+        return image + m[..., None] * colour
+    mask = ndimage.gaussian_filter(
+        (liquid > threshold).astype(np.float64), intensity, mode="nearest", truncate=4.0
+    )
+    mask[mask < 0.8] = 0
+    colour = np.array([63, 42, 20]) / 255.0
+    colour = colour @ np.array([0.299, 0.587, 0.114]) if grey else colour
+    return image * (1 - mask[..., None]) + mask[..., None] * colour
+
+
+def frost_photo_crop(photo: np.ndarray, factor: float, start: tuple[int, int], h: int, w: int) -> np.ndarray:
+    """``cv2.resize(frost, (0, 0), fx=factor, fy=factor)`` then the crop at ``start``, as the benchmark."""
+    import cv2
+
+    levels = np.round(photo * 255).astype(np.uint8)
+    if factor != 1.0:
+        levels = cv2.resize(levels, (0, 0), fx=factor, fy=factor)
+    return levels[start[0] : start[0] + h, start[1] : start[1] + w].astype(np.float64) / 255
+
+
+def snow_draws(image: np.ndarray, param: Any, rng: Rng) -> Draws:
+    return {"layer": rng.standard_normal(image.shape[:2]), "angle": np.asarray(rng.uniform(-135, -45))}
+
+
+def glass_draws(image: np.ndarray, param: tuple[float, int, int], rng: Rng) -> Draws:
+    h, w = image.shape[:2]
+    _, delta, iterations = param
+    steps = len(range(h - delta, delta, -1)) * len(range(w - delta, delta, -1))
+    return {"offsets": rng.integers(-delta, delta, size=(iterations, steps, 2))}
+
+
+def spatter_draws(image: np.ndarray, param: Any, rng: Rng) -> Draws:
+    return {"liquid": rng.standard_normal(image.shape[:2])}
+
+
 REFERENCES: dict[str, Reference] = {
     "gaussian_noise": Reference(normal_draws, gaussian_noise),
     "shot_noise": Reference(shot_draws, shot_noise),
@@ -288,5 +375,8 @@ REFERENCES: dict[str, Reference] = {
     "elastic_transform": Reference(elastic_draws, elastic_transform),
     "pixelate": Reference(no_draws, pixelate),
     "jpeg_compression": Reference(no_draws, jpeg_compression),
+    "glass_blur": Reference(glass_draws, glass_blur),
+    "snow": Reference(snow_draws, snow),
+    "spatter": Reference(spatter_draws, spatter),
 }
 """Per-image references by corruption name."""

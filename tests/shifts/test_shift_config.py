@@ -18,7 +18,13 @@ from robustdiag.types import Shift
 CONF = Path(PACKAGE_CONFIG_DIR)
 SHIFT_DIR = CONF / "shift"
 OPTIONS = sorted(p.stem for p in SHIFT_DIR.glob("*.yaml"))
-PRESETS = {"none", "cifar10c_all"}  # group files that select other options
+PRESETS = {
+    "none",
+    "cifar10c_all",
+    "corruptions_15",
+    "corruptions_extra",
+    "corruptions_19",
+}  # group files that select other options
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +63,9 @@ def test_a_list_of_options_lands_under_their_names(primary: Path) -> None:
         assert isinstance(shift, CORRUPTIONS[name]) and shift.name == name and shift.severities == (1, 3)
 
 
-def test_cifar10c_all_selects_every_computed_corruption(primary: Path) -> None:
-    cfg = compose_shifts(primary, "shift=cifar10c_all")
+@pytest.mark.parametrize("preset", ["cifar10c_all", "corruptions_19"])
+def test_cifar10c_all_selects_every_computed_corruption(primary: Path, preset: str) -> None:
+    cfg = compose_shifts(primary, f"shift={preset}")
     nodes = shift_nodes(cfg)
     assert sorted(nodes) == sorted(CORRUPTIONS)
     x = torch.rand(2, 3, 16, 16)
@@ -66,6 +73,31 @@ def test_cifar10c_all_selects_every_computed_corruption(primary: Path) -> None:
         shift = instantiate(node)
         assert isinstance(shift, Shift) and shift.name == name
         assert shift(x, 5, generator=torch.Generator().manual_seed(0)).shape == x.shape
+
+
+def test_published_sets_are_named_exactly(primary: Path) -> None:
+    """corruptions_15 is RobustBench's list in its order; corruptions_extra the four extras."""
+    from robustdiag.shifts import EXTRA_4, STANDARD_15
+
+    assert list(shift_nodes(compose_shifts(primary, "shift=corruptions_15"))) == list(STANDARD_15)
+    assert list(shift_nodes(compose_shifts(primary, "shift=corruptions_extra"))) == list(EXTRA_4)
+    assert STANDARD_15 == (
+        "shot_noise",
+        "motion_blur",
+        "snow",
+        "pixelate",
+        "gaussian_noise",
+        "defocus_blur",
+        "brightness",
+        "fog",
+        "zoom_blur",
+        "frost",
+        "glass_blur",
+        "impulse_noise",
+        "contrast",
+        "jpeg_compression",
+        "elastic_transform",
+    )  # fmt: skip  (robustbench.data.CORRUPTIONS)
 
 
 def test_preset_combines_with_other_options(primary: Path) -> None:
@@ -79,6 +111,10 @@ def test_every_option_composes_and_instantiates(option: str, primary: Path, tmp_
     if option == "cifar10c_files":
         np.save(tmp_path / "gaussian_noise.npy", np.zeros((5, 4, 4, 3), dtype=np.uint8))
         overrides.append(f"shift.cifar10c_files.root={tmp_path}")
+    if option == "cifar10_1":
+        overrides.append(f"shift.cifar10_1.root={tmp_path}")
+    if option == "test_folder":
+        overrides.append(f"shift.test_folder.path={tmp_path}")
     nodes = shift_nodes(compose_shifts(primary, *overrides))
     assert list(nodes) == [option]
     node = nodes[option]

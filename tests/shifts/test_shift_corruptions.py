@@ -20,6 +20,10 @@ RANDOM = {
     "motion_blur",
     "fog",
     "elastic_transform",
+    "glass_blur",
+    "snow",
+    "frost",
+    "spatter",
 }
 COLOUR = {"brightness", "saturate", "jpeg_compression"}
 
@@ -28,8 +32,20 @@ COLOUR = {"brightness", "saturate", "jpeg_compression"}
 #  * elastic_transform: the table shrinks the affine jitter while it grows the displacement field;
 #  * motion_blur (CIFAR): severities 3 and 4 are (radius 6, sigma 2) and (8, 2); the extra taps weigh
 #    < 0.3 %, a near tie;
-#  * fog (ImageNet-C): severities 3 and 4 share the strength 2.5 and differ only in the fractal's decay.
-NOT_MONOTONE = {"saturate": {(1, 2), (3, 4), (4, 5)}, "elastic_transform": set()}  # pairs that still grow
+#  * fog (ImageNet-C): severities 3 and 4 share the strength 2.5 and differ only in the fractal's decay;
+#  * glass_blur: blur, move distance and rounds change separately (CIFAR severity 4 blurs less than 3 and
+#    moves twice; ImageNet severity 2 moves farther but once, 1 moves twice);
+#  * frost: the image's weight falls while the frost's rises, so the distance depends on their contrast;
+#  * spatter: severities 1-3 are water drops, 4-5 mud (different kinds of change);
+#  * snow: the layer's mean, threshold and zoom move in different directions across the table.
+NOT_MONOTONE = {
+    "saturate": {(1, 2), (3, 4), (4, 5)},
+    "elastic_transform": set(),
+    "glass_blur": set(),
+    "frost": set(),
+    "spatter": set(),
+    "snow": set(),
+}  # pairs that still grow
 NEAR_TIES = {"cifar": {"motion_blur": {(3, 4)}}, "imagenet": {"fog": {(3, 4)}}}
 
 

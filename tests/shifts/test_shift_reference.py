@@ -64,7 +64,9 @@ def torch_and_reference(
     return ours, theirs
 
 
-EXACT = sorted(set(CORRUPTIONS) - {"pixelate", "jpeg_compression"})
+# frost: its benchmark form needs photos (tested with a folder below); spatter's water variant goes through
+# OpenCV's float32 distance transform (tested to its rounding below)
+EXACT = sorted(set(CORRUPTIONS) - {"pixelate", "jpeg_compression", "frost", "spatter"})
 
 
 @pytest.mark.parametrize("name", EXACT)
@@ -197,3 +199,108 @@ def test_reference_corruptions_run_end_to_end(name: str) -> None:
     out = ref.REFERENCES[name](image, shift.resolved_param(3, 32, 32), np.random.default_rng(0))
     assert out.shape == image.shape and out.min() >= 0 and out.max() <= 1
     assert np.abs(out - image).mean() > 1e-4
+
+
+@pytest.mark.parametrize(("table", "size"), [("cifar", 32), ("tinyimagenet", 64), ("imagenet", 48)])
+def test_spatter_matches_the_opencv_reference(table: str, size: int) -> None:
+    """Water (OpenCV Canny, distance transform, equalisation, emboss, in OpenCV's float32) and mud."""
+    pytest.importorskip("cv2")
+    x = natural_images(12, 3, size, seed=3)
+    for severity in range(1, 6):
+        ours, theirs = torch_and_reference("spatter", x, severity, table)
+        np.testing.assert_allclose(ours, theirs, atol=1e-6, err_msg=f"spatter severity {severity}")
+    assert np.abs(ours - x.permute(0, 2, 3, 1).numpy()).mean() > 1e-3  # it does something
+
+
+def write_frost_photos(folder, count: int = 5, size: tuple[int, int] = (180, 260)) -> list[np.ndarray]:
+    """Frost-like photos (structured, so a wrong crop or resize would show) as PNG files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(7)
+    photos = []
+    for i in range(count):
+        base = ndimage.gaussian_filter(rng.random((*size, 3)), (3, 3, 0))
+        photo = np.clip((base - base.min()) / (base.max() - base.min()), 0, 1)
+        levels = np.round(photo * 255).astype(np.uint8)
+        Image.fromarray(levels).save(folder / f"frost{i + 1}.png")
+        photos.append(levels.astype(np.float64) / 255)
+    return photos
+
+
+@pytest.mark.parametrize(("table", "size"), [("cifar", 32), ("tinyimagenet", 64), ("imagenet", 40)])
+def test_frost_from_photos_matches_the_opencv_reference(tmp_path, table: str, size: int) -> None:
+    """The benchmark's frost: cv2.resize of the chosen photo, then the crop, blended; OpenCV's 8-bit bilinear
+    (11-bit fixed-point weights) may land one level from ours."""
+    pytest.importorskip("cv2")
+    photos = write_frost_photos(tmp_path / "frost", size=(180, 260) if table == "cifar" else (300, 420))
+    shift = CORRUPTIONS["frost"](images=str(tmp_path / "frost"), table=table)
+    assert shift.source.startswith("images:")
+    x = natural_images(6, 3, size, seed=2)
+    geom = shift.geometry(size, size)
+    for severity in (1, 3, 5):
+        param = shift.params(severity, size, size)
+        draws = shift.sample(x, param, geom, torch.Generator().manual_seed(severity))
+        ours = shift.apply(x, param, geom, draws).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+        for b in range(x.shape[0]):
+            start = tuple(int(v) for v in draws["start"][b])
+            crop = ref.frost_photo_crop(
+                photos[int(draws["photo"][b])], shift.resize_factor(geom), start, size, size
+            )
+            theirs = np.clip(param[0] * x[b].permute(1, 2, 0).numpy() + param[1] * crop, 0, 1)
+            np.testing.assert_allclose(ours[b], theirs, atol=param[1] / 255 + 1e-9)
+
+
+def test_procedural_frost_is_labelled_and_calibrated() -> None:
+    """Without photos the frost is a procedural approximation; the record says so (shift.source)."""
+    shift = CORRUPTIONS["frost"]()
+    assert shift.source == "procedural"
+    x = torch.zeros(64, 3, 32, 32, dtype=torch.float64)
+    geom = shift.geometry(32, 32)
+    param = (0.0, 1.0)  # the frost layer alone
+    layer = shift.apply(x, param, geom, shift.sample(x, param, geom, torch.Generator().manual_seed(0)))
+    mean = layer.mean(dim=(0, 2, 3)).numpy()
+    np.testing.assert_allclose(mean, [0.4885, 0.6186, 0.6694], atol=0.02)  # the photos' per-channel mean
+
+
+@pytest.mark.parametrize(
+    ("folder", "message"),
+    [
+        ("missing", "is not a folder"),
+        ("empty", "holds no image files"),
+        ("not_images", "is not a readable image"),
+    ],
+)
+def test_bad_frost_folders_are_refused(tmp_path, folder: str, message: str) -> None:
+    path = tmp_path / folder
+    if folder != "missing":
+        path.mkdir()
+    if folder == "not_images":
+        (path / "frost1.png").write_text("not a picture")
+    with pytest.raises(ValueError, match=message):
+        CORRUPTIONS["frost"](images=str(path))
+
+
+def test_frost_photos_smaller_than_the_images_are_refused(tmp_path) -> None:
+    write_frost_photos(tmp_path / "small", size=(40, 40))
+    shift = CORRUPTIONS["frost"](images=str(tmp_path / "small"), table="cifar")
+    with pytest.raises(ValueError, match="not larger than the 32x32 images"):
+        shift(torch.rand(2, 3, 32, 32), 3, generator=torch.Generator().manual_seed(0))
+
+
+def test_glass_blur_copies_like_the_benchmark_rgb_swap() -> None:
+    """The benchmark's NumPy "swap" of RGB pixels copies one way; a real swap would keep every value."""
+    shift = CORRUPTIONS["glass_blur"](table="cifar")
+    x = natural_images(2, 3, 32, seed=1)
+    geom = shift.geometry(32, 32)
+    param = (0.0, 1, 1)  # no blur: the moves alone
+    draws = shift.sample(x, param, geom, torch.Generator().manual_seed(0))
+    out = shift.apply(x, param, geom, draws)
+    levels_in = torch.floor(x * 255).reshape(2, 3, -1)
+    levels_out = torch.round(out * 255).reshape(2, 3, -1)
+    # copies duplicate some pixels and drop others (a permutation would keep the multiset of pixels)
+    assert not torch.equal(levels_in.sort(-1).values, levels_out.sort(-1).values)
+
+
+def test_a_table_that_does_not_fit_the_image_size_is_refused() -> None:
+    shift = CORRUPTIONS["glass_blur"](table="imagenet", scale_spatial=False)
+    with pytest.raises(ValueError, match="leaves no pixel to move in 8x8 images; use table=auto"):
+        shift(torch.rand(2, 3, 8, 8), 5, generator=torch.Generator().manual_seed(0))

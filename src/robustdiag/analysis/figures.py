@@ -345,3 +345,103 @@ def fisher_checks_figure(runs: pd.DataFrame, path: Path) -> Path | None:
     axes[1].grid(alpha=0.3)
     fig.suptitle("paper 2 checks: local KL approximation and estimator fidelity (one point per run)")
     return _save(fig, path)
+
+
+FAMILY_ORDER = ("noise", "blur", "weather", "digital", "other")
+LINESTYLES = ("-", "--", ":", "-.")
+
+
+def corruption_severity_figure(
+    accuracy: pd.DataFrame, clean: pd.Series, regimes: pd.Series, path: Path
+) -> Path | None:
+    """Accuracy against severity (0 = clean), one panel per corruption family, a line per corruption (mean
+    over runs), one line style per regime. ``accuracy``: :func:`robustdiag.analysis.corruption.corruption_accuracy`;
+    ``clean``/``regimes``: per run_dir."""
+    if accuracy.empty:
+        return None
+    data = accuracy.assign(regime=accuracy["run_dir"].map(regimes).fillna("unknown").astype(str))
+    families = [f for f in FAMILY_ORDER if f in set(data["family"])]
+    regime_names = sorted(data["regime"].unique())
+    fig, axes = _grid(len(families), cols=min(4, len(families)), size=(4.2, 3.4))
+    for ax, fam in zip(axes, families):
+        members = data[data["family"] == fam]
+        names = list(dict.fromkeys(members["corruption"]))
+        colour_map = _corruption_colours(names)
+        for r_i, regime in enumerate(regime_names):
+            for name in names:
+                rows = members[(members["corruption"] == name) & (members["regime"] == regime)]
+                if rows.empty:
+                    continue
+                runs = rows["run_dir"].unique()
+                base = float(np.nanmean([clean.get(run, np.nan) for run in runs]))
+                means = rows.groupby("severity")["acc"].mean()
+                x = np.concatenate([[0.0], means.index.to_numpy(float)])
+                y = np.concatenate([[base], means.to_numpy(float)])
+                ax.plot(x, y, LINESTYLES[r_i % len(LINESTYLES)], marker="o", ms=3, color=colour_map[name],
+                        label=name if r_i == 0 else None)  # fmt: skip
+        ax.set_title(fam)
+        ax.set_xlabel("severity (0 = clean)")
+        ax.set_ylabel("accuracy (mean over runs)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    styles = ", ".join(f"{LINESTYLES[i % len(LINESTYLES)]!r} {r}" for i, r in enumerate(regime_names))
+    fig.suptitle(f"accuracy vs corruption severity by family (line style: {styles})")
+    return _save(fig, path)
+
+
+def _corruption_colours(names: Sequence[str]) -> dict[str, tuple[float, ...]]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10"]
+    return {name: tuple(cmap(i % 10)) for i, name in enumerate(names)}
+
+
+def diagnostic_family_figure(
+    runs: pd.DataFrame, diagnostics: Sequence[str], colours: Mapping[str, tuple[float, ...]], path: Path
+) -> Path | None:
+    """Each diagnostic (that is measured under shift) against severity, one row per diagnostic and one panel
+    per corruption family (mean over the family's corruptions, then mean ± sd over runs, per regime)."""
+    from robustdiag.shifts.suites import family
+
+    regimes = _identity(runs, "regime")
+    panels: list[tuple[str, str, pd.DataFrame]] = []
+    for diagnostic in diagnostics:
+        parts = diagnostic.split("/")
+        if len(parts) != 3:
+            continue
+        _, metric, stat = parts
+        long = []
+        for column in runs.columns:
+            parsed = parse_shifted_metric(column)
+            if parsed is None or parsed[0] != metric or parsed[3] != stat or not parsed[2].isdigit():
+                continue
+            long.append(pd.DataFrame({"run": runs.index, "family": family(parsed[1]), "severity": float(parsed[2]),
+                                      "value": pd.to_numeric(runs[column], errors="coerce")}))  # fmt: skip
+        if not long:
+            continue
+        frame = pd.concat(long, ignore_index=True)
+        for fam in [f for f in FAMILY_ORDER if f in set(frame["family"])]:
+            panels.append((diagnostic, fam, frame[frame["family"] == fam]))
+    if not panels:
+        return None
+    fig, axes = _grid(len(panels), cols=min(4, len(panels)), size=(3.8, 3.2))
+    for ax, (diagnostic, fam, frame) in zip(axes, panels):
+        clean = pd.to_numeric(runs[diagnostic], errors="coerce") if diagnostic in runs.columns else None
+        for regime in sorted(regimes.unique()):
+            members = frame[frame["run"].isin(runs.index[regimes == regime])]
+            if members.empty:
+                continue
+            wide = members.pivot_table(index="run", columns="severity", values="value", aggfunc="mean")
+            if clean is not None:
+                wide.insert(0, 0.0, clean.loc[wide.index].to_numpy(float))
+            _mean_sd_line(ax, wide.columns.to_numpy(float), wide.to_numpy(float), colours[regime], regime)
+        ax.set_title(f"{short_name(diagnostic)}\n{fam}", fontsize=9)
+        ax.set_xlabel("severity (0 = clean)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(
+        "diagnostics vs corruption severity by family (mean over the family's corruptions; ± sd over runs)"
+    )
+    return _save(fig, path)

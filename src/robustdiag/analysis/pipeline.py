@@ -28,6 +28,7 @@ from robustdiag.analysis.columns import (
     with_drop_columns,
 )
 from robustdiag.analysis.correlations import correlation_table, shift_drop_table
+from robustdiag.analysis.corruption import Baseline, corruption_accuracy, corruption_errors, load_baseline
 from robustdiag.analysis.options import DEFAULT_BOOTSTRAP, DEFAULT_OUT
 from robustdiag.analysis.per_sample import load_per_sample, per_sample_auroc_table
 from robustdiag.analysis.ranking import architecture_ranking, ranked_columns, ranking_agreement
@@ -59,6 +60,7 @@ def analyze_sweep(
     command: str | None = None,
     verbose: bool = False,
     claim_sets: Sequence[ClaimSet] | None = None,
+    ce_baseline: str | Path | None = None,
 ) -> AnalysisResult:
     """Analyse every run record under ``sweep_dir`` and write the results to ``out_dir``.
 
@@ -67,7 +69,8 @@ def analyze_sweep(
     complete record exists. ``wandb_logger`` (e.g. a partial of
     :func:`robustdiag.analysis.wandb_summary.log_summary`) runs after the local files are written; its
     failure only warns. ``verbose`` prints the console summary. ``claim_sets`` are the papers' claims
-    to test (default: every file in the app's ``robustdiag/conf/claims/``).
+    to test (default: every file in the app's ``robustdiag/conf/claims/``). ``ce_baseline``: a run record or
+    CSV of a baseline model's corruption errors, for CE / mCE / relative mCE (``corruption_errors.csv``).
     """
     if n_bootstrap < 0:
         raise ValueError(f"n_bootstrap must be >= 0 (0 disables the intervals), got {n_bootstrap}")
@@ -78,7 +81,10 @@ def analyze_sweep(
         raise NoRunsError(describe_empty(sweep))
     if claim_sets is None:
         claim_sets = default_claim_sets()
-    result = compute(sweep, out_dir, n_bootstrap=n_bootstrap, seed=seed, claim_sets=claim_sets)
+    baseline = load_baseline(ce_baseline) if ce_baseline is not None else None
+    result = compute(
+        sweep, out_dir, n_bootstrap=n_bootstrap, seed=seed, claim_sets=claim_sets, baseline=baseline
+    )
     result.provenance = provenance(result.complete, command=command, n_bootstrap=n_bootstrap, seed=seed)
     write_outputs(result, tables_of(result))
     if wandb_logger is not None:
@@ -115,6 +121,7 @@ def compute(
     n_bootstrap: int,
     seed: int,
     claim_sets: Sequence[ClaimSet] = (),
+    baseline: Baseline | None = None,
 ) -> AnalysisResult:
     """All statistics and figures of a loaded sweep (figures are written under ``out_dir/figures``)."""
     complete = with_drop_columns(sweep.complete)
@@ -177,6 +184,13 @@ def compute(
         n_bootstrap=n_bootstrap,
         seed=seed,
     )
+    result.corruption_accuracy = corruption_accuracy(complete)
+    if baseline is not None:
+        result.corruption_errors, result.mce = corruption_errors(
+            result.corruption_accuracy, complete, baseline
+        )
+        if result.mce.empty:
+            notes.append(f"mCE skipped: no corruption of the runs is in the baseline {baseline.source}")
     result.figures = make_figures(sweep, result, per_sample)
     result.claim_results = run_claims(sweep, complete, claim_sets, n_bootstrap, seed, notes)
     result.claims = claims_table(result.claim_results)
@@ -277,6 +291,25 @@ def make_figures(
     else:
         figures["separation_vs_severity"] = path
 
+    clean = (
+        complete.set_index("run_dir")[schema.EVAL_CLEAN_ACC]
+        if schema.EVAL_CLEAN_ACC in complete.columns
+        else pd.Series(dtype=float)
+    )
+    path = fig.corruption_severity_figure(
+        result.corruption_accuracy,
+        clean,
+        pd.Series(regimes.values, index=complete["run_dir"]),
+        out / "corruption_severity.png",
+    )
+    if path is not None:
+        figures["corruption_severity"] = path
+    path = fig.diagnostic_family_figure(
+        complete.assign(regime=regimes.values), result.headline, colours, out / "diagnostics_vs_severity.png"
+    )
+    if path is not None:
+        figures["diagnostics_vs_severity"] = path
+
     path = fig.fisher_checks_figure(complete, out / "fisher_checks.png")
     if path is not None:
         figures["fisher_checks"] = path
@@ -305,6 +338,9 @@ TABLE_NAMES = (
     "shift_drop_correlations",
     "ranking",
     "ranking_agreement",
+    "corruption_accuracy",
+    "corruption_errors",
+    "mce",
 )
 
 
@@ -320,6 +356,9 @@ def tables_of(result: AnalysisResult) -> dict[str, pd.DataFrame]:
         "shift_drop_correlations": result.shift_drop,
         "ranking": result.ranking,
         "ranking_agreement": result.ranking_agreement,
+        "corruption_accuracy": result.corruption_accuracy,
+        "corruption_errors": result.corruption_errors,
+        "mce": result.mce,
     }
     return {name: t for name, t in tables.items() if name in {"runs", "problems"} or not t.empty}
 

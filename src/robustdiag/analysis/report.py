@@ -384,6 +384,37 @@ def render_report(result: AnalysisResult) -> str:
         ]
         if not result.ranking_agreement.empty:
             out += ["", agreement_markdown(result.ranking_agreement)]
+    if not result.mce.empty:
+        cols = [
+            c
+            for c in (
+                "model",
+                "regime",
+                "set",
+                "severities",
+                "n_corruptions",
+                "mce",
+                "relative_mce",
+                "mean_error",
+            )
+            if c in result.mce.columns
+        ]
+        grouped = result.mce.groupby(
+            [c for c in ("model", "regime", "set", "severities") if c in cols], sort=True
+        )
+        summary = grouped.agg(runs=("mce", "size"), mce=("mce", "mean"), relative_mce=("relative_mce", "mean"),
+                              mean_error=("mean_error", "mean")).reset_index()  # fmt: skip
+        out += [
+            "",
+            "## Corruption errors (mCE)",
+            "",
+            f"Baseline: `{result.mce['baseline'].iloc[0]}`. CE_c = Σ_s E_(s,c) / Σ_s E^base_(s,c); relative CE "
+            "uses the errors above each model's clean error; mCE and relative mCE average over the set named "
+            "(standard15 = the benchmark's headline set), summing the severities both have. Errors are on the "
+            "evaluation samples; means over runs (seeds), per-run values in mce.csv and corruption_errors.csv.",
+            "",
+            markdown_table(summary),
+        ]
     out += ["", "## Figures", ""]
     out += [f"![{name}](figures/{path.name})" for name, path in result.figures.items()] or ["_No figures._"]
     if result.notes:

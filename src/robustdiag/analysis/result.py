@@ -45,6 +45,9 @@ class AnalysisResult:
     wandb_run: str | None = None  # where the W&B summary run went (directory or URL), if logged
     claims: pd.DataFrame = field(default_factory=pd.DataFrame)  # claims.csv: one row per (claim, dataset)
     claim_results: list = field(default_factory=list)  # ClaimResult objects
+    corruption_accuracy: pd.DataFrame = field(default_factory=pd.DataFrame)  # run x corruption x severity
+    corruption_errors: pd.DataFrame = field(default_factory=pd.DataFrame)  # run x corruption: CE, relative CE
+    mce: pd.DataFrame = field(default_factory=pd.DataFrame)  # run: mCE, relative mCE (with --ce-baseline)
 
     @property
     def sweep_name(self) -> str:

@@ -59,6 +59,13 @@ DATA_DECIDED_MODEL_KWARGS = {
     "num_classes": "data (data.num_classes, data.classes)",
     "in_chans": "data.channels",
 }
+# timm's own weight-loading arguments: robustdiag loads weights itself (strictly, after the stem is chosen)
+WEIGHT_KWARGS = {
+    "pretrained": "model.pretrained=true",
+    "checkpoint_path": "model.checkpoint=<file>",
+    "pretrained_cfg": "model.pretrained=true (or an hf-hub: name)",
+    "pretrained_cfg_overlay": "model.pretrained=true (or an hf-hub: name)",
+}
 
 
 @dataclass(frozen=True)
@@ -150,6 +157,12 @@ class ModelSpec:
             other = "model.checkpoint" if self.checkpoint else f"a {source} model"
             raise ConfigError(f"model.pretrained=true and {other} both give weights; keep one")
         if source in ("timm", "checkpoint"):
+            for key, instead in WEIGHT_KWARGS.items():
+                if key in self.kwargs:
+                    raise ConfigError(
+                        f"model.kwargs.{key}: robustdiag loads weights itself (strictly, after choosing the stem, "
+                        f"never re-initialising what it loaded); use {instead} instead"
+                    )
             for key, decided_by in DATA_DECIDED_MODEL_KWARGS.items():
                 if key in self.kwargs:
                     raise ConfigError(

@@ -60,6 +60,15 @@ CLEAN_TEST_ACC = "clean/test_acc"
 CLEAN_TRAIN_ACC = "clean/train_acc"
 EVAL_CLEAN_ACC = "eval/clean_acc"
 MEAN_CORRUPTION_ACC = "shift/mean_corruption_acc"
+# what MEAN_CORRUPTION_ACC averages (text; e.g. "standard15 x severities 1-5" or "3 corruptions x [1, 3, 5]: ...")
+MEAN_CORRUPTION_SET = "shift_info/mean_corruption_set"
+SHIFT_INFO_PREFIX = "shift_info/"  # text facts about shifts (e.g. shift_info/frost/source), not results
+
+
+def benchmark_acc_key(set_name: str, procedural_frost: bool = False) -> str:
+    """``shift/benchmark/<set>_acc``: the mean accuracy over a published corruption set x severities 1-5
+    (``<set>_procedural_frost_acc`` when its frost was the procedural approximation, not the photos)."""
+    return f"shift/benchmark/{set_name}{'_procedural_frost' if procedural_frost else ''}_acc"
 
 
 def metric_key(metric: str, stat: str, condition: str = CLEAN) -> str:

@@ -109,14 +109,19 @@ class MotionBlur(Corruption):
         self, x: torch.Tensor, param: tuple[float, float], geom: Geometry, draws: Draws
     ) -> torch.Tensor:
         radius, sigma = self.pixel_param(param, geom)
-        weights = motion_kernel(radius, sigma).tolist()
-        d_rows, d_cols = motion_offsets(draws["angle"], len(weights))  # (B, width) each
-        out = torch.zeros_like(x)
-        for tap, w in enumerate(weights):  # loop over kernel taps, each covering the whole batch
-            if w < 1e-12:
-                continue
-            out.add_(gather_shifted(x, d_rows[:, tap], d_cols[:, tap]), alpha=w)
-        return out
+        return motion_blur(x, radius, sigma, draws["angle"])
+
+
+def motion_blur(x: torch.Tensor, radius: float, sigma: float, angles_deg: torch.Tensor) -> torch.Tensor:
+    """ImageMagick's ``MotionBlurImage`` of every image (B, C, H, W) at its own angle (B,) in degrees."""
+    weights = motion_kernel(radius, sigma).tolist()
+    d_rows, d_cols = motion_offsets(angles_deg, len(weights))  # (B, width) each
+    out = torch.zeros_like(x)
+    for tap, w in enumerate(weights):  # loop over kernel taps, each covering the whole batch
+        if w < 1e-12:
+            continue
+        out.add_(gather_shifted(x, d_rows[:, tap], d_cols[:, tap]), alpha=w)
+    return out
 
 
 def clipped_zoom(x: torch.Tensor, zoom: float) -> torch.Tensor:
@@ -159,3 +164,84 @@ class ZoomBlur(Corruption):
         for zoom in param:  # loop over zoom factors, each covering the whole batch
             out += clipped_zoom(x, zoom)
         return out / (len(param) + 1)
+
+
+def glass_swap_positions(h: int, w: int, delta: int) -> tuple[list[int], list[int]]:
+    """The benchmark's swap loop order: rows ``h - delta`` down to ``delta + 1``, columns likewise inside."""
+    rows = list(range(h - delta, delta, -1))
+    cols = list(range(w - delta, delta, -1))
+    return [r for r in rows for _ in cols], [c for _ in rows for c in cols]
+
+
+class GlassBlur(Corruption):
+    """Gaussian blur, local pixel moves, Gaussian blur again: params (sigma, delta, iterations).
+
+    As ``glass_blur`` in the benchmark: blur with std ``sigma`` (SciPy/scikit-image ``gaussian``, edge
+    pixels replicated), quantise to 8 bits (``np.uint8``: truncation), then for each iteration visit the
+    pixels from the bottom-right corner towards the top-left (rows ``H - delta .. delta + 1``, same for
+    columns) and "swap" each with the pixel at a random offset ``(dy, dx)``, each in ``[-delta, delta)``,
+    then blur again. The benchmark's swap ``x[h, w], x[h', w'] = x[h', w'], x[h, w]`` acts on NumPy views of
+    RGB pixels, so it *copies* ``x[h', w']`` into ``x[h, w]`` and leaves ``x[h', w']`` as it was; that is
+    what CIFAR-10-C and ImageNet-C contain, and what this does (for every channel count). The moves are
+    sequential by nature (a pixel copied early can be copied on), so the loop over positions stays, but
+    each step moves that position in every image of the batch at once, on an index map per image applied
+    with one gather at the end: exactly the sequential original's result given the same offsets.
+    ``delta`` is a pixel parameter (scaled with ``scale_spatial``, at least 1); the blur std scales too.
+    """
+
+    name = "glass_blur"
+    FAMILY = "blur"
+    PARAMS: ClassVar = {
+        "cifar": ((0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)),
+        "tinyimagenet": ((0.1, 1, 1), (0.5, 1, 1), (0.6, 1, 2), (0.7, 2, 1), (0.9, 2, 2)),
+        "imagenet": ((0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2)),
+    }
+
+    def pixel_param(self, param: tuple[float, int, int], geom: Geometry) -> tuple[float, int, int]:
+        sigma, delta, iterations = param
+        return sigma * geom.scale, max(1, int(round(delta * geom.scale))), int(iterations)
+
+    def sample(
+        self, x: torch.Tensor, param: tuple[float, int, int], geom: Geometry, generator: torch.Generator
+    ) -> Draws:
+        _, delta, iterations = self.pixel_param(param, geom)
+        steps = len(glass_swap_positions(x.shape[-2], x.shape[-1], delta)[0])
+        if steps == 0:
+            raise ValueError(
+                f"glass_blur: the {geom.table} table moves pixels up to {delta} px, which leaves no pixel to move in "
+                f"{x.shape[-2]}x{x.shape[-1]} images; use table=auto (or cifar) for small images, or scale_spatial=true"
+            )
+        offsets = torch.randint(
+            -delta, delta, (x.shape[0], iterations, steps, 2), generator=generator, device=generator.device
+        )  # (B, iterations, steps, [dx, dy]) as np.random.randint(-delta, delta, size=(2,))
+        return {"offsets": offsets.to(x.device)}
+
+    def apply(
+        self, x: torch.Tensor, param: tuple[float, int, int], geom: Geometry, draws: Draws
+    ) -> torch.Tensor:
+        sigma, delta, iterations = self.pixel_param(param, geom)
+        b, c, h, w = x.shape
+        quantised = torch.floor(gaussian_blur(x, sigma, truncate=4.0, mode="replicate") * 255)  # np.uint8
+        perm = glass_permutation(draws["offsets"], h, w, delta, iterations)  # (B, H*W)
+        swapped = quantised.reshape(b, c, h * w).gather(2, perm[:, None, :].expand(b, c, h * w))
+        return gaussian_blur(swapped.reshape(b, c, h, w) / 255, sigma, truncate=4.0, mode="replicate")
+
+
+def glass_permutation(offsets: torch.Tensor, h: int, w: int, delta: int, iterations: int) -> torch.Tensor:
+    """Where each pixel of every image comes from after the sequential moves: (B, H*W) flat source indices.
+
+    ``offsets`` (B, iterations, steps, 2) hold (dx, dy) per step. Moving entries of an index map instead
+    of pixels keeps each step at one gather and one scatter of B integers, whatever the channel count.
+    """
+    b = offsets.shape[0]
+    device = offsets.device
+    rows, cols = glass_swap_positions(h, w, delta)
+    here = torch.tensor([r * w + q for r, q in zip(rows, cols)], device=device)  # (steps,)
+    there = here[None, None, :] + offsets[..., 1] * w + offsets[..., 0]  # (B, iterations, steps)
+    perm = torch.arange(h * w, device=device).repeat(b, 1)  # (B, H*W)
+    batch = torch.arange(b, device=device)
+    for it in range(iterations):
+        targets = there[:, it].T.contiguous()  # (steps, B)
+        for step in range(len(rows)):  # sequential by nature: a pixel copied early can be copied on
+            perm[:, int(here[step])] = perm[batch, targets[step]]  # x[h, w] = x[h', w'] (see GlassBlur)
+    return perm

@@ -52,6 +52,8 @@ class ImpulseNoise(Corruption):
     """Salt and pepper: each value is replaced with probability c, by 1 or 0 with equal odds.
 
     As ``skimage.util.random_noise(mode="s&p")``, which the benchmark calls: per channel, not per pixel.
+    One uniform number per value decides both: ``u <= c/2`` salt, ``c/2 < u <= c`` pepper (the same law as
+    two independent draws, with half the random numbers).
     """
 
     name = "impulse_noise"
@@ -62,13 +64,12 @@ class ImpulseNoise(Corruption):
     }
 
     def sample(self, x: torch.Tensor, param: float, geom: Geometry, generator: torch.Generator) -> Draws:
-        u = draw_uniform((2, *x.shape), generator, x)  # (2, B, C, H, W)
-        return {"flip": u[0] <= param, "salt": u[1] <= 0.5}
+        u = draw_uniform(x.shape, generator, x)  # (B, C, H, W)
+        return {"flip": u <= param, "salt": u <= param / 2}
 
     def apply(self, x: torch.Tensor, param: float, geom: Geometry, draws: Draws) -> torch.Tensor:
-        flip, salt = draws["flip"], draws["salt"]
-        out = torch.where(flip & salt, torch.ones_like(x), x)
-        return torch.where(flip & ~salt, torch.zeros_like(x), out)
+        flip, salt = draws["flip"], draws["salt"]  # salt implies flip
+        return x.masked_fill(flip, 0.0).masked_fill(salt, 1.0)
 
 
 class SpeckleNoise(Corruption):
