@@ -1,10 +1,19 @@
-"""PGD overhead: PGD-k wall time over k × (one forward + one input-backward) on the same batch.
+"""PGD overhead: PGD-k wall time over k × (one forward + one input-backward) on the same batch, and
+side by side with torchattacks' PGD (what a user would otherwise run).
 
 Each PGD step should cost one forward and one input-backward and nothing else; the ratio measures
 everything else (projection, clipping, the worst-case bookkeeping, the one extra forward per restart
 that scores the last iterate, Python). Target: ratio ≤ 1.2. Both sides run with the parameters
 frozen, exactly as the attack takes its gradients, and are timed alternately in one process
 (warm-up first, then the median of the repeats).
+
+Against torchattacks both sides produce what an evaluation needs, adversarial examples *and* their
+robust-accuracy predictions: torchattacks' ``PGD(...)(x, y)`` followed by one forward on its output, vs
+robustdiag's ``PGD.attack_with_logits`` (its last forward scores the result). Same model, batch, eps,
+step size, steps and random start; interleaved paired rounds after a warm-up; threads pinned
+(``--threads``); reported as the median of the per-round ratios (torchattacks / robustdiag, > 1 means
+robustdiag is faster) with min and max. torchattacks is not a dependency (it pins an old ``requests``):
+``pip install --no-deps torchattacks`` into the benchmark's environment; without it that part is skipped.
 
     python benchmarks/bench_attack.py                       # resnet18, 32 px, batch 128, PGD-20
     python benchmarks/bench_attack.py --quick               # smoke run (seconds)
@@ -46,6 +55,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs of each side first")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="paired rounds vs torchattacks (default: repeats)"
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: batch 8, 3 steps, 2 repeats")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/bench_attack.json"))
     args = parser.parse_args(argv)
@@ -72,7 +85,59 @@ def forward_input_backward_steps(model: nn.Module, x: torch.Tensor, y: torch.Ten
             loss_and_input_gradient(model, x, y)
 
 
+def against_torchattacks(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    pgd: PGD,
+    args: argparse.Namespace,
+    device: torch.device,
+) -> dict[str, object]:
+    """Paired rounds: torchattacks PGD + the accuracy forward vs robustdiag's PGD with its own scoring."""
+    try:
+        import torchattacks
+    except ImportError as err:
+        return {"skipped": f"torchattacks not installed ({err}); pip install --no-deps torchattacks"}
+    theirs = torchattacks.PGD(model, eps=pgd.eps, alpha=pgd.step_size, steps=pgd.steps, random_start=True)
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+
+    def torchattacks_side() -> float:
+        adv = theirs(x, y)
+        with torch.no_grad():
+            return float((model(adv).argmax(1) == y).float().mean())
+
+    def robustdiag_side() -> float:
+        _, logits = pgd.attack_with_logits(model, x, y, generator=generator)
+        return float((logits.argmax(1) == y).float().mean())
+
+    for _ in range(args.warmup):
+        timed(torchattacks_side, device)
+        timed(robustdiag_side, device)
+    rounds = args.rounds or args.repeats
+    ratios, times = [], {"torchattacks": [], "robustdiag": []}
+    for r in range(rounds):  # interleaved, alternating which side goes first
+        order = [("torchattacks", torchattacks_side), ("robustdiag", robustdiag_side)]
+        for name, fn in order if r % 2 == 0 else order[::-1]:
+            times[name].append(timed(fn, device))
+        ratios.append(times["torchattacks"][-1] / times["robustdiag"][-1])
+    acc_theirs, acc_ours = torchattacks_side(), robustdiag_side()
+    return {
+        "torchattacks_version": getattr(torchattacks, "__version__", "?"),
+        "rounds": rounds,
+        "ratio_torchattacks_over_robustdiag_median": statistics.median(ratios),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+        "target": ">= 1 (robustdiag at least as fast)",
+        "meets_target": statistics.median(ratios) >= 1.0,
+        "robust_acc_torchattacks": acc_theirs,
+        "robust_acc_robustdiag": acc_ours,
+        "samples_s": times,
+    }
+
+
 def run(args: argparse.Namespace) -> dict[str, object]:
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     torch.manual_seed(args.seed)
     model = build_model(
@@ -106,6 +171,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             samples[name].append(timed(fn, device))
     median = {name: statistics.median(values) for name, values in samples.items()}
     ratio = median["pgd"] / median["fb_k"]
+    peer = against_torchattacks(model, x, y, pgd, args, device)
     commit, dirty = git_commit()
     return {
         "benchmark": "attack",
@@ -126,6 +192,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "target_ratio": TARGET_RATIO,
         "meets_target": ratio <= TARGET_RATIO,
         "samples_s": samples,
+        "torchattacks": peer,
         "machine": machine(device),
     }
 
@@ -141,6 +208,16 @@ def main(argv: list[str] | None = None) -> None:
         f"ratio {result['ratio_pgd_over_k_forward_backward']:.3f} (target <= {TARGET_RATIO}); "
         f"FGSM ratio {result['ratio_fgsm_over_forward_backward']:.3f} -> {args.out}"
     )
+    peer = result["torchattacks"]
+    if "skipped" in peer:
+        print(f"torchattacks: skipped ({peer['skipped']})")
+    else:
+        print(
+            f"torchattacks/robustdiag time: median {peer['ratio_torchattacks_over_robustdiag_median']:.3f} "
+            f"(min {peer['ratio_min']:.3f}, max {peer['ratio_max']:.3f}, {peer['rounds']} paired rounds, "
+            f"{result['machine']['torch_threads']} threads); robust acc {peer['robust_acc_torchattacks']:.3f} vs "
+            f"{peer['robust_acc_robustdiag']:.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Training throughput: the device-resident loader against a conventional per-image DataLoader.
+"""Training throughput: the device-resident loader against a conventional per-image DataLoader, and
+robustdiag's training loop against a minimal hand-written one.
 
 Both sides train the same model (same initial weights) on the same data (synthetic, 32 px, 10 classes,
 5000 images by default) with the same augmentation (random crop with 4 px reflect padding + horizontal
@@ -15,6 +16,13 @@ Each timed repeat is one epoch (``n // batch_size`` steps) of each side, alterna
 of each side is an untimed warm-up. Reported: median images/s of training and of the loader alone
 (iterating without a model), and the ratios device_loader / dataloader.
 
+The loop comparison runs one epoch of ``robustdiag.train.fit`` (as a run does: its checkpoint written at
+the end of the epoch, running loss/accuracy, the schedule) against a minimal hand-written loop over the
+same model, the same on-device batches and augmentation, optimiser (SGD, Nesterov, weight decay) and
+cosine schedule; each side builds its loader, optimiser and schedule inside the timed region. Paired
+rounds, interleaved with alternating order after a warm-up round, threads pinned (``--threads``);
+reported as the median of the per-round ratios fit / minimal with min and max (target <= 1.05).
+
     python benchmarks/bench_train.py                      # resnet18, 5000 images, batch 256
     python benchmarks/bench_train.py --quick              # smoke run
     python benchmarks/bench_train.py --model convnext_atto --device cuda --workers 8
@@ -24,10 +32,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import os
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -42,6 +53,8 @@ from common import machine, pick_device
 from robustdiag.data import Augment, DeviceLoader, Synthetic
 from robustdiag.models import build_model
 from robustdiag.records.provenance import git_commit
+from robustdiag.train import CheckpointStore, Regime, fit
+from robustdiag.train.schedules import Cosine
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -59,6 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    parser.add_argument("--skip-loader", action="store_true", help="only the loop comparison")
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: 128 images of 16 px, batch 32, 2 repeats"
     )
@@ -149,7 +164,80 @@ def images_per_second(fn: Callable[[], int], device: torch.device) -> float:
     return seen / (time.perf_counter() - start)
 
 
+def minimal_epoch(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, args, device: torch.device
+) -> int:
+    """The hand-written loop: the same loader, augmentation, optimiser and schedule as the regime below."""
+    loader = DeviceLoader(images, labels, args.batch_size, shuffle=True, drop_last=True, augment=Augment(),
+                          device=device, seed=args.seed)  # fmt: skip
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    schedule = Cosine(warmup=0.05)
+    total = len(loader)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: schedule(step / total))
+    model.train()
+    seen = 0
+    for x, y in loader:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss = F.cross_entropy(model(x).float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        seen += int(y.shape[0])
+    return seen
+
+
+def fit_epoch(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, args, device: torch.device, root: Path
+) -> int:
+    """One epoch of robustdiag's loop with its checkpoint store, as a run trains."""
+    regime = Regime(
+        name="bench", epochs=1, batch_size=args.batch_size,
+        optimizer=functools.partial(torch.optim.SGD, lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4),
+        schedule=Cosine(warmup=0.05), augment=Augment(),
+    )  # fmt: skip
+    store = CheckpointStore(Path(tempfile.mkdtemp(dir=root)))  # fresh: fit would otherwise find it done
+    result = fit(model, images, labels, regime, device=device, seed=args.seed, store=store)
+    shutil.rmtree(store.root, ignore_errors=True)
+    assert result.epochs_run == 1
+    return (args.n // args.batch_size) * args.batch_size
+
+
+def loop_comparison(
+    base: nn.Module, images: torch.Tensor, labels: torch.Tensor, args, device: torch.device
+) -> dict:
+    ours, theirs = copy.deepcopy(base).to(device), copy.deepcopy(base).to(device)
+    root = Path(tempfile.mkdtemp(prefix="bench_train_"))
+    sides = {
+        "fit": lambda: fit_epoch(ours, images, labels, args, device, root),
+        "minimal": lambda: minimal_epoch(theirs, images, labels, args, device),
+    }
+    for fn in sides.values():  # warm-up round
+        images_per_second(fn, device)
+    rates: dict[str, list[float]] = {name: [] for name in sides}
+    ratios = []
+    for r in range(args.repeats):
+        order = list(sides.items()) if r % 2 == 0 else list(sides.items())[::-1]
+        for name, fn in order:
+            rates[name].append(images_per_second(fn, device))
+        ratios.append(rates["minimal"][-1] / rates["fit"][-1])  # time(fit) / time(minimal)
+        print(f"round {r + 1}: fit / minimal time {ratios[-1]:.3f}", file=sys.stderr)
+    shutil.rmtree(root, ignore_errors=True)
+    return {
+        "what": "one epoch of robustdiag.train.fit (checkpoint included) vs a minimal hand-written loop",
+        "rounds": args.repeats,
+        "images_per_s": rates,
+        "ratio_fit_over_minimal_time_median": statistics.median(ratios),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+        "target": "<= 1.05",
+        "meets_target": statistics.median(ratios) <= 1.05,
+    }
+
+
 def run(args: argparse.Namespace) -> dict[str, object]:
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     torch.manual_seed(args.seed)
     bundle = Synthetic(
@@ -164,6 +252,10 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         mean=bundle.mean,
         std=bundle.std,
     )
+    loop = loop_comparison(base, images, labels, args, device)
+    if args.skip_loader:
+        return {"benchmark": "bench_train", "config": vars(args) | {"out": str(args.out)}, "machine": machine(device),
+                "loop": loop, "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])}  # fmt: skip
     fast = DeviceLoader(
         images,
         labels,
@@ -221,6 +313,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "loader_only_images_per_s": {"median": median_loader, "all": loader_only},
         "ratio_train": median["device_loader"] / median["dataloader"],
         "ratio_loader_only": median_loader["device_loader"] / median_loader["dataloader"],
+        "loop": loop,
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
     }
 
@@ -230,9 +323,14 @@ def main(argv: list[str] | None = None) -> None:
     result = run(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
+    loop = result["loop"]
+    if "ratio_train" in result:
+        print(
+            f"train: device_loader / dataloader = {result['ratio_train']:.2f}x   loader only: {result['ratio_loader_only']:.2f}x"
+        )
     print(
-        f"train: device_loader / dataloader = {result['ratio_train']:.2f}x   "
-        f"loader only: {result['ratio_loader_only']:.2f}x   -> {args.out}"
+        f"loop: fit / minimal time = {loop['ratio_fit_over_minimal_time_median']:.3f} (min {loop['ratio_min']:.3f}, "
+        f"max {loop['ratio_max']:.3f}, {loop['rounds']} paired rounds, {torch.get_num_threads()} threads) -> {args.out}"
     )
 
 

@@ -106,13 +106,18 @@ def evaluate_attack(
                 with torch.no_grad():
                     clean_logits = model(xb)  # (B, K)
             tic = time.perf_counter()
-            x_adv = attack(model, xb, yb, generator=generator)  # (B, C, H, W)
+            scored = getattr(attack, "attack_with_logits", None)  # PGD scores its result in its last forward
+            if callable(scored):
+                x_adv, adv_logits = scored(model, xb, yb, generator=generator)  # (B, C, H, W), (B, K)
+            else:
+                x_adv, adv_logits = attack(model, xb, yb, generator=generator), None
             if device.type == "cuda":
                 torch.cuda.synchronize(device)  # so the attack's GPU time lands in attack_time
             attack_time += time.perf_counter() - tic
             sizes = check_adversarial_batch(name, xb, x_adv, norm, eps)  # (B,)
-            with torch.no_grad():
-                adv_logits = model(x_adv)  # (B, K)
+            if adv_logits is None:
+                with torch.no_grad():
+                    adv_logits = model(x_adv)  # (B, K)
             clean_ok = (clean_logits.argmax(dim=1) == yb).cpu()
             adv_ok = (adv_logits.argmax(dim=1) == yb).cpu()
             clean_correct.append(clean_ok)

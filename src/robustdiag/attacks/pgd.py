@@ -61,6 +61,7 @@ class _WorstCase:
         self.x_adv = x.clone()  # (B, C, H, W)
         self.fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)  # (B,)
         self.loss = torch.full((x.shape[0],), -torch.inf, dtype=torch.float32, device=x.device)  # (B,)
+        self.logits: torch.Tensor | None = None  # (B, K) at x_adv, once a point has been offered
 
     def update(self, x_adv: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
         """Keep ``x_adv`` for the samples where it beats the stored point (logits (B, K) at ``x_adv``)."""
@@ -68,6 +69,7 @@ class _WorstCase:
         fooled = logits.argmax(dim=1) != y  # (B,)
         better = (fooled & ~self.fooled) | ((fooled == self.fooled) & (loss > self.loss))  # (B,)
         self.x_adv = torch.where(better.view(-1, *([1] * (x_adv.ndim - 1))), x_adv, self.x_adv)
+        self.logits = logits if self.logits is None else torch.where(better[:, None], logits, self.logits)
         self.fooled = self.fooled | fooled
         self.loss = torch.where(better, loss, self.loss)
 
@@ -135,6 +137,13 @@ class PGD:
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Adversarial pixels (B, C, H, W) in [0, 1] with ‖x_adv − x‖ ≤ eps per sample."""
+        return self.attack_with_logits(model, x, y, generator=generator)[0]
+
+    def attack_with_logits(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The adversarial pixels (B, C, H, W) and the model's logits (B, K) at them, from the attack's own
+        forward passes: an evaluation needs no further forward to score the result."""
         check_attack_inputs(x, y, generator)
         warn_if_training(model, self.name)
         x = x.detach()
@@ -142,7 +151,8 @@ class PGD:
         with frozen_parameters(model):
             for _ in range(self.restarts):
                 self._run_once(model, x, y, generator, worst)
-        return worst.x_adv
+        assert worst.logits is not None  # every restart offers its last iterate
+        return worst.x_adv, worst.logits
 
     def _start(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """Starting point: a uniform random point of the ε-ball around x, or x itself."""
