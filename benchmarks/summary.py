@@ -99,7 +99,9 @@ def markdown(folder: Path, gpu: bool = False) -> str:
     for figure, value, target, verdict in evaluate(folder, gpu):
         shown = f"{value:.3g}" if value is not None else "-"
         goal = f"{target[0]} {target[1]:g}" if target else "-"
-        lines.append(f"| {figure.label} | {shown} | {figure.peer} | {goal} | {verdict} | {machine_of(folder, figure.file)} |")
+        lines.append(
+            f"| {figure.label} | {shown} | {figure.peer} | {goal} | {verdict} | {machine_of(folder, figure.file)} |"
+        )
     return "\n".join(lines)
 
 
