@@ -39,6 +39,16 @@ def _get(*keys: str) -> Callable[[dict[str, Any]], float | None]:
     return read
 
 
+def _memory_growth(data: dict[str, Any]) -> float | None:
+    """Peak memory above baseline at the largest sample count over the smallest (flat = 1)."""
+    rows = data.get("memory")
+    if not isinstance(rows, list) or len(rows) < 2:
+        return None
+    rows = sorted(rows, key=lambda r: r.get("n", 0))
+    low, high = rows[0].get("peak_above_baseline_mib"), rows[-1].get("peak_above_baseline_mib")
+    return float(high) / float(low) if low and high else None
+
+
 FIGURES = (
     Figure("bench_fisher.json", "Fisher exact: speed-up vs released per-image loop", "released code (K backward/image)",
            _get("fisher", "ratios", "exact_speedup_vs_per_sample"), (">=", 10.0), (">=", 100.0)),
@@ -46,6 +56,8 @@ FIGURES = (
            _get("fisher", "ratios", "exact_cost_vs_floor"), ("<=", 1.5), ("<=", 1.5)),
     Figure("bench_paths.json", "path separation: time / plain forward (resnet18, 32 px)", "a forward pass",
            _get("speed", "ratio_path_over_forward"), ("<=", 2.0), ("<=", 1.5)),
+    Figure("bench_paths.json", "path separation: peak memory at 10k / at 1k samples", "itself at 1k samples",
+           lambda d: _memory_growth(d), ("<=", 1.25), ("<=", 1.25)),
     Figure("bench_attack.json", "PGD-20: time / 20 x (forward + input-backward)", "its own floor",
            _get("ratio_pgd_over_k_forward_backward"), ("<=", 1.2), ("<=", 1.2)),
     Figure("bench_attack.json", "PGD-20: torchattacks time / robustdiag time", "torchattacks PGD",

@@ -43,3 +43,12 @@ def test_summary_judges_each_figure(tmp_path: Path) -> None:
 def test_summary_reads_the_committed_results() -> None:
     rows = summary.evaluate(REPO / "results" / "benchmarks", gpu=False)
     assert sum(v is not None for _, v, _, _ in rows) >= 6
+
+
+def test_readme_benchmark_table_comes_from_the_committed_json() -> None:
+    """The README's benchmark table is summary.py's rendering of results/benchmarks/*.json, nothing typed."""
+    readme = (REPO / "README.md").read_text()
+    start, end = "<!-- benchmark-table:start -->", "<!-- benchmark-table:end -->"
+    assert start in readme and end in readme
+    table = readme.split(start)[1].split(end)[0].strip()
+    assert table == summary.markdown(REPO / "results" / "benchmarks")

@@ -20,11 +20,9 @@ import torch
 from robustdiag.shifts.base import Corruption, Draws, Geometry, draw_uniform
 from robustdiag.shifts.ops import (
     gaussian_blur,
-    hsv_to_rgb,
     pil_box_weights,
     pixel_grid,
     resize_matrices,
-    rgb_to_hsv,
     sample_at,
 )
 
@@ -45,7 +43,10 @@ class Contrast(Corruption):
 
 
 class Brightness(Corruption):
-    """Adds c to the HSV value channel (clipped to 1); grey-scale images get ``x + c``."""
+    """Adds c to the HSV value channel (clipped to 1); grey-scale images get ``x + c``.
+
+    With hue and saturation fixed, HSV -> RGB is linear in the value v, so the result is ``x v'/v`` (and
+    ``v'`` on black pixels, whose saturation is 0): the HSV round trip without computing hue."""
 
     name = "brightness"
     COLOUR_ONLY = True
@@ -58,16 +59,19 @@ class Brightness(Corruption):
     def apply(self, x: torch.Tensor, param: float, geom: Geometry, draws: Draws) -> torch.Tensor:
         if x.shape[1] == 1:
             return x + param
-        hsv = rgb_to_hsv(x.clamp(0.0, 1.0))
-        hsv[:, 2] = (hsv[:, 2] + param).clamp(0.0, 1.0)
-        return hsv_to_rgb(hsv)
+        x = x.clamp(0.0, 1.0)
+        v = x.amax(dim=1, keepdim=True)  # (B, 1, H, W) HSV value
+        brighter = (v + param).clamp(0.0, 1.0)
+        return torch.where(v > 0, x * (brighter / torch.where(v > 0, v, torch.ones_like(v))), brighter)
 
 
 class Saturate(Corruption):
     """Scales and shifts HSV saturation: ``s -> clip(s a + b)``: params (a, b).
 
     The tables are not monotone on purpose: severities 1-2 desaturate, 3-5 oversaturate. Grey-scale
-    images are returned unchanged with a warning.
+    images are returned unchanged with a warning. With hue and value fixed, each channel's distance below
+    the value, ``v - x_c = v s ramp_c(h)``, is linear in s, so the result is ``v - (v - x)(s'/s)``; pixels
+    with s = 0 have hue 0 (scikit-image's convention), i.e. ramp (0, 1, 1).
     """
 
     name = "saturate"
@@ -88,9 +92,14 @@ class Saturate(Corruption):
             )
             return x
         scale, shift = param
-        hsv = rgb_to_hsv(x.clamp(0.0, 1.0))
-        hsv[:, 1] = (hsv[:, 1] * scale + shift).clamp(0.0, 1.0)
-        return hsv_to_rgb(hsv)
+        x = x.clamp(0.0, 1.0)
+        v = x.amax(dim=1, keepdim=True)  # (B, 1, H, W)
+        delta = v - x.amin(dim=1, keepdim=True)
+        s = torch.where(v > 0, delta / torch.where(v > 0, v, torch.ones_like(v)), torch.zeros_like(v))
+        s_new = (s * scale + shift).clamp(0.0, 1.0)
+        factor = s_new / torch.where(s > 0, s, torch.ones_like(s))
+        hue_zero = torch.tensor([0.0, 1.0, 1.0], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        return torch.where(s > 0, v - (v - x) * factor, v - v * s_new * hue_zero)
 
 
 @lru_cache(maxsize=64)
