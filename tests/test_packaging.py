@@ -4,6 +4,7 @@ fresh virtual environment, and users add their own config groups through Hydra's
 from __future__ import annotations
 
 import os
+import shutil
 import site
 import subprocess
 import sys

@@ -1,1 +1,0 @@
-"""Model-level robustness diagnostics: path/activation separation, input-Fisher spectral norm, bounds."""
