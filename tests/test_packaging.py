@@ -87,21 +87,13 @@ def test_wheel_installs_into_a_fresh_environment(tmp_path: Path) -> None:
 
     The fresh environment reuses the already-installed dependencies (a ``.pth`` line to this
     environment's site-packages) and installs the wheel itself without an index."""
-    dist = tmp_path / "dist"
-    built = run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-w",
-            str(dist),
-            str(REPO),
-        ],
-        cwd=tmp_path,
-    )
+    dist, source = tmp_path / "dist", tmp_path / "source"  # build from a copy: setuptools writes build/ there
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    shutil.copytree(REPO / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    wheel_cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist)]
+    built = run([*wheel_cmd, str(source)], cwd=tmp_path)
     assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
     (wheel,) = dist.glob("robustdiag-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
