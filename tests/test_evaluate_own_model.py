@@ -156,7 +156,7 @@ def test_plain_pytorch_resnet18_state_dict_through_the_cli(tmp_path: Path) -> No
     cfg.n_train, cfg.n_test = 200, 100
     bundle = instantiate(cfg).load(tmp_path / "cache")
     table = pd.read_csv(run_dir / "per_sample.csv")
-    x = bundle.test.images[torch.as_tensor(table["index"].to_numpy())].float() / 255
+    x = bundle.test.images[torch.as_tensor(table["index"].to_numpy().copy())].float() / 255
     mean, std = torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1), torch.tensor(CIFAR_STD).view(1, 3, 1, 1)
     with torch.no_grad():
         direct = net((x - mean) / std)  # (20, 10)
