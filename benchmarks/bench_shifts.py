@@ -65,9 +65,7 @@ def make_shift(name: str, size: int):
 
 def frost_reference(shift, size: int):
     """Per image: pick a photo, cv2.resize it, crop at random, blend (the benchmark's frost)."""
-    from PIL import Image
-
-    photos = [np.asarray(Image.open(p).convert("RGB"), dtype=np.float64) / 255 for p in shift.photo_names]
+    photos = [photo.permute(1, 2, 0).numpy() for photo in shift.photos]  # (h, w, 3) as the shift read them
     factor = shift.resize_factor(shift.geometry(size, size))
 
     def run(image: np.ndarray, param, rng: np.random.Generator) -> np.ndarray:

@@ -572,7 +572,7 @@ def run_natural_shift(
         logits = predict_logits(model, x, batch_size=clean_ctx.batch_size)
     values[schema.shift_acc_key(name, 1)] = float((logits.argmax(dim=1) == y).float().mean())
     values[f"{schema.SHIFT_INFO_PREFIX}{name}/n"] = len(idx)
-    values[f"{schema.SHIFT_INFO_PREFIX}{name}/kind"] = "natural test set"
+    values[schema.shift_kind_key(name)] = schema.NATURAL_SHIFT_KIND
     shifted = EvalSet(x=x, y=y, index=idx.to(point.device), condition=condition)
     ctx = dataclasses.replace(clean_ctx, data=shifted, logits=logits, clean=None, cache={})
     scratch = Tables()  # other images than the evaluation samples: no per-sample columns

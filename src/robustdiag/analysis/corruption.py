@@ -41,8 +41,8 @@ def corruption_accuracy(complete: pd.DataFrame) -> pd.DataFrame:
         if parsed is None or parsed[0] == "adversarial" or not parsed[1].isdigit():
             continue
         name, severity = parsed
-        info = f"{schema.SHIFT_INFO_PREFIX}{name}/kind"
-        natural = info in complete.columns and complete[info].astype(str).eq("natural test set").any()
+        info = schema.shift_kind_key(name)
+        natural = info in complete.columns and complete[info].astype(str).eq(schema.NATURAL_SHIFT_KIND).any()
         if natural:
             continue
         part = complete[identity].copy()

@@ -21,7 +21,7 @@ from torch import nn
 
 from robustdiag.errors import ConfigError
 from robustdiag.models import cifar as _cifar  # noqa: F401  (registers wrn*/preact_resnet* with timm)
-from robustdiag.models.weights import StateDict, load_strict, mismatch_report, strip_wrapper_prefixes
+from robustdiag.models.weights import StateDict, load_if_fits
 
 log = logging.getLogger(__name__)
 
@@ -339,16 +339,14 @@ def _load_weights_with_stem(
         candidates = own + adapted
     reports = []
     for stem, candidate in candidates:
-        tensors, stripped = strip_wrapper_prefixes(weights.tensors, set(candidate.state_dict()), strip_prefix)
-        report = mismatch_report(candidate, tensors, classifier)
+        report = load_if_fits(candidate, weights.tensors, strip_prefix, classifier)
         if report is None:
-            load_strict(candidate, tensors)
-            if stripped:
-                log.info("weights: stripped key prefix %s", " + ".join(repr(p) for p in stripped))
-            if automatic and adapt and stem == "own":
-                log.info(
-                    "%s: the weights have the model's own stem, kept it (not the small-input stem)", name
-                )
+            if automatic and adapted and stem == "own":
+                log.warning(
+                    "%s at small images: kept its own stem for the weights in %s (timm's architecture); if they "
+                    "were trained with robustdiag's small-input stem, set model.small_input_stem=true",
+                    name, weights.path.name,
+                )  # fmt: skip
             return candidate, stem
         reports.append(f"with the {'small-input' if stem == 'adapted' else 'own'} stem: {report}")
     raise ConfigError(

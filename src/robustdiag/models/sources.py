@@ -39,10 +39,8 @@ from robustdiag.models.weights import (
     StateDict,
     check_weights_file,
     is_torchscript,
-    load_strict,
-    mismatch_report,
+    load_if_fits,
     read_state_dict,
-    strip_wrapper_prefixes,
 )
 
 if TYPE_CHECKING:
@@ -105,6 +103,7 @@ class ModelSpec:
     imports: tuple[str, ...] = ()  # modules or .py files imported before the model is built
     factory: str | None = None  # dotted path of the user's model callable (model._target_ of a factory)
     robustbench: RobustBenchRef | None = None
+    source: str = field(init=False, default="timm")  # how the network is built: one of SOURCES (derived)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -139,6 +138,7 @@ class ModelSpec:
                 )
         if self.checkpoint is not None:
             set_(self, "checkpoint", str(check_weights_file(self.checkpoint)))
+        set_(self, "source", self._decide_source())
         self._check_source()
 
     def _check_source(self) -> None:
@@ -180,9 +180,8 @@ class ModelSpec:
                 "name); use data, checkpoint, none, or model.mean/std"
             )
 
-    @property
-    def source(self) -> str:
-        """How the network is built: one of :data:`SOURCES`."""
+    def _decide_source(self) -> str:
+        """How the network is built: one of :data:`SOURCES` (reads a checkpoint's format once)."""
         if self.robustbench is not None:
             return "robustbench"
         if self.factory:
@@ -439,7 +438,7 @@ def build_classifier(
     else:
         net = _build_other(spec, source, num_classes=num_classes, in_chans=in_chans)
         if weights is not None:
-            _load_into(net, weights, spec, classifier=None, what=f"model._target_={spec.factory}")
+            _load_into(net, weights, spec, what=f"model._target_={spec.factory}")
         convention = input_convention(
             spec,
             in_chans=in_chans,
@@ -488,20 +487,14 @@ def _timm_pretrained_cfg(spec: ModelSpec) -> dict[str, Any] | None:
     return registered.to_dict() if registered is not None else None
 
 
-def _load_into(
-    net: nn.Module, weights: StateDict, spec: ModelSpec, *, classifier: str | None, what: str
-) -> None:
-    tensors, stripped = strip_wrapper_prefixes(weights.tensors, set(net.state_dict()), spec.strip_prefix)
-    report = mismatch_report(net, tensors, classifier)
+def _load_into(net: nn.Module, weights: StateDict, spec: ModelSpec, *, what: str) -> None:
+    report = load_if_fits(net, weights.tensors, spec.strip_prefix, classifier=None)
     if report is not None:
         raise ConfigError(
             f"model.checkpoint={spec.checkpoint!r} does not fit {what}: {report}. Check the architecture and "
             "its arguments (model.kwargs), the data's classes and channels, or model.checkpoint_key / "
             "model.strip_prefix"
         )
-    load_strict(net, tensors)
-    if stripped:
-        log.info("weights: stripped key prefix %s", " + ".join(repr(p) for p in stripped))
 
 
 def _build_other(spec: ModelSpec, source: str, *, num_classes: int, in_chans: int) -> nn.Module:
@@ -577,7 +570,7 @@ def _load_robustbench(spec: ModelSpec) -> nn.Module:
     return net
 
 
-RESERVED_KEYS = {f for f in ModelSpec.__dataclass_fields__ if f != "factory"}
+RESERVED_KEYS = {name for name, f in ModelSpec.__dataclass_fields__.items() if f.init and name != "factory"}
 
 
 def model_spec(node: DictConfig, base_dir: Path | None = None) -> ModelSpec:

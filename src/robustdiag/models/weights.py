@@ -255,6 +255,21 @@ def mismatch_report(
     return "; ".join(parts)
 
 
+def load_if_fits(
+    net: nn.Module, tensors: Mapping[str, torch.Tensor], strip_prefix: str | None, classifier: str | None
+) -> str | None:
+    """Strip wrapper prefixes and load ``tensors`` into ``net`` strictly; the mismatch report (and nothing
+    loaded) when they do not fit."""
+    fitted, stripped = strip_wrapper_prefixes(dict(tensors), set(net.state_dict()), strip_prefix)
+    report = mismatch_report(net, fitted, classifier)
+    if report is not None:
+        return report
+    load_strict(net, fitted)
+    if stripped:
+        log.info("weights: stripped key prefix %s", " + ".join(repr(p) for p in stripped))
+    return None
+
+
 def load_strict(net: nn.Module, tensors: Mapping[str, torch.Tensor]) -> None:
     """Load ``tensors`` into ``net``; optional buffers (BatchNorm step counters) may be absent."""
     expected = net.state_dict()

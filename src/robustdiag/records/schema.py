@@ -63,6 +63,12 @@ MEAN_CORRUPTION_ACC = "shift/mean_corruption_acc"
 # what MEAN_CORRUPTION_ACC averages (text; e.g. "standard15 x severities 1-5" or "3 corruptions x [1, 3, 5]: ...")
 MEAN_CORRUPTION_SET = "shift_info/mean_corruption_set"
 SHIFT_INFO_PREFIX = "shift_info/"  # text facts about shifts (e.g. shift_info/frost/source), not results
+NATURAL_SHIFT_KIND = "natural test set"  # shift_info/<name>/kind of a shift that replaces the test images
+
+
+def shift_kind_key(shift: str) -> str:
+    """``shift_info/<shift>/kind``: what kind of shift a name is (only natural shifts write it)."""
+    return f"{SHIFT_INFO_PREFIX}{shift}/kind"
 
 
 def benchmark_acc_key(set_name: str, procedural_frost: bool = False) -> str:

@@ -8,14 +8,14 @@ Re-implemented batched in torch after ``plasma_fractal`` and ``fog`` in ``make_c
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from robustdiag.shifts.base import Corruption, Draws, Geometry, draw_normal, draw_uniform
+from robustdiag.shifts.base import SEVERITY_RANGE, Corruption, Draws, Geometry, draw_normal, draw_uniform
 from robustdiag.shifts.ops import next_power_of_two
 
 UniformFn = Callable[[tuple[int, ...]], torch.Tensor]
@@ -190,7 +190,7 @@ class Frost(Corruption):
     Without ``images`` the frost is a **procedural approximation**, not the benchmark's: a ridged plasma
     fractal per image, scaled to the photos' per-channel mean (0.489, 0.619, 0.669) and average std (0.11).
     Its numbers are not comparable with published frost results; the record says which was used
-    (``shift/frost/source``).
+    (``shift_info/frost/source``).
     """
 
     name = "frost"
@@ -201,10 +201,13 @@ class Frost(Corruption):
         "imagenet": ((1, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75)),
     }
 
-    def __init__(self, severities=(1, 2, 3, 4, 5), *, images: str | None = None, **kwargs) -> None:
+    def __init__(
+        self, severities: Sequence[int] = SEVERITY_RANGE, *, images: str | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(severities, **kwargs)
         self.images = images
-        self.photos = load_frost_photos(images) if images else []  # list of (3, h, w) float64 in [0, 1]
+        self.photo_names = frost_photo_files(images) if images else []  # sorted image files of the folder
+        self.photos = [load_frost_photo(path) for path in self.photo_names]  # (3, h, w) float64 in [0, 1]
         self._resized: dict[tuple[float, str], tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
@@ -238,10 +241,6 @@ class Frost(Corruption):
             sizes = torch.tensor([[p.shape[1], p.shape[2]] for p in resized])
             self._resized[key] = (stack.to(device), sizes.to(device))
         return self._resized[key]
-
-    @property
-    def photo_names(self) -> list[str]:
-        return frost_photo_files(self.images) if self.images else []
 
     def sample(
         self, x: torch.Tensor, param: tuple[float, float], geom: Geometry, generator: torch.Generator
@@ -301,19 +300,16 @@ def frost_photo_files(folder: str | Path) -> list[str]:
     return files
 
 
-def load_frost_photos(folder: str | Path) -> list[torch.Tensor]:
-    """Every photo of the folder as (3, h, w) float64 RGB in [0, 1]."""
+def load_frost_photo(path: str) -> torch.Tensor:
+    """One frost photo as (3, h, w) float64 RGB in [0, 1]; a clear error for a file that is not an image."""
     from PIL import Image, UnidentifiedImageError
 
-    photos = []
-    for path in frost_photo_files(folder):
-        try:
-            with Image.open(path) as image:
-                array = np.asarray(image.convert("RGB"), dtype=np.float64) / 255
-        except (UnidentifiedImageError, OSError) as err:
-            raise ValueError(f"frost: {path} is not a readable image ({err})") from None
-        photos.append(torch.from_numpy(array).permute(2, 0, 1).contiguous())
-    return photos
+    try:
+        with Image.open(path) as image:
+            array = np.asarray(image.convert("RGB"), dtype=np.float64) / 255
+    except (UnidentifiedImageError, OSError) as err:
+        raise ValueError(f"frost: {path} is not a readable image ({err})") from None
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
 def opencv_resize_linear(image: torch.Tensor, factor: float) -> torch.Tensor:
