@@ -85,7 +85,7 @@ def version_line() -> str:
 
     cuda = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU-only build"
     parts = [f"robustdiag {robustdiag.__version__}", f"torch {torch.__version__} ({cuda})"]
-    for dist in ("timm", "hydra-core", "omegaconf", "wandb", "datasets"):
+    for dist in ("timm", "hydra-core", "omegaconf", "wandb", "datasets", "numba"):
         try:
             parts.append(f"{dist} {version(dist)}")
         except PackageNotFoundError:

@@ -79,8 +79,17 @@ class EventCounters:
         else:
             for rows in labels.rows:  # (B,) one labelling
                 counts.index_add_(0, rows, fired)
+        self.score(fired, block)
+
+    @property
+    def scoring(self) -> bool:
+        """A naive-Bayes test batch is being scored (events must be passed to :meth:`score`)."""
+        return self.scores is not None
+
+    def score(self, fired: torch.Tensor, block: int = 0) -> None:
+        """Add ``fired`` (B, w) to the naive-Bayes scores of the test batch (counted elsewhere)."""
         if self.scores is not None:
-            self.scores.addmm_(fired, self.nb_log_odds[block].T)
+            self.scores.addmm_(fired.to(self.blocks[block].dtype), self.nb_log_odds[block].T)
 
     def end_batch(self, labels: BatchLabels) -> None:
         """Tally naive-Bayes predictions of the test batch against every labelling."""

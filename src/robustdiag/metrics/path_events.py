@@ -53,7 +53,10 @@ def cover_cutoff(
     flat = values.reshape(-1, n)  # (R, n)
     total = flat.sum(-1, keepdim=True)  # (R, 1)
     target = theta * total
-    if k is None or k >= n:
+    if theta >= 1:  # every positive value (a cumulative sum may reach the total early by rounding)
+        cutoff = torch.where(flat > 0, flat, torch.inf).amin(-1, keepdim=True)
+        count = (flat > 0).sum(-1, keepdim=True)
+    elif k is None or k >= n:
         cutoff, count = _full_cutoff(flat, target)
     else:
         top = torch.topk(flat, k, dim=-1, sorted=True).values  # (R, k) descending

@@ -22,6 +22,8 @@ import warnings
 
 import torch
 
+from robustdiag.metrics import path_kernels
+
 PAIR_SEPARATIONS = ("js", "tv", "sym_kl", "bhattacharyya", "jaccard")
 SEPARATIONS = (*PAIR_SEPARATIONS, "naive_bayes")
 
@@ -81,6 +83,8 @@ def _js_from_counts(counts: torch.Tensor, pairs: torch.Tensor, trials: int, step
     labellings, _, edges = counts.shape
     levels = torch.arange(2 * trials + 1, dtype=torch.float64, device=counts.device) / (2 * trials)
     table = _entropy_bits(levels)  # (2n + 1,) H(k / 2n)
+    if path_kernels.usable_for(counts):  # CPU: one pass over the counters for every pair
+        return path_kernels.js_pair_sums(counts, pairs, table) / edges
     class_entropy = torch.zeros(labellings, counts.shape[1], dtype=torch.float64, device=counts.device)
     mid_entropy = torch.zeros(labellings, pairs.shape[0], dtype=torch.float64, device=counts.device)
     for e0 in range(0, edges, step):

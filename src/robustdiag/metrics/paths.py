@@ -26,6 +26,7 @@ from typing import cast
 import torch
 from torch import nn
 
+from robustdiag.metrics import path_kernels
 from robustdiag.metrics.path_accum import BatchLabels, EventCounters
 from robustdiag.metrics.path_contrib import LayerProbe, LayerSums, contributions, output_ranges
 from robustdiag.metrics.path_events import (
@@ -310,18 +311,44 @@ def _edge_events(positive: torch.Tensor, family: EventFamily, state: LayerState)
     return fired.reshape(positive.shape[0], -1)
 
 
+def _kernel_families(state: LayerState, sums: LayerSums) -> list[EventFamily]:
+    """Edge families counted by the fused CPU kernel (:mod:`path_kernels`): effective paths on CPU."""
+    if not path_kernels.usable_for(sums.inputs, state.weight):
+        return []
+    return [f for f in state.counters if f.event == "effective_path"]
+
+
 def _update_layer(state: LayerState, sums: LayerSums, labels: BatchLabels) -> None:
     """Events of one batch for every family of one layer, added to the counters."""
     layer = state.layer
-    edge_families = [f for f in state.counters if f.per_edge]
+    fused = _kernel_families(state, sums)
+    edge_families = [f for f in state.counters if f.per_edge and f not in fused]
     neuron_families = [f for f in state.counters if f.event == "neuron"]
     preact = state.scale * sums.outputs + state.shift * sums.positions  # (B, O) true pre-activation sums
-    check = not state.checked and bool(edge_families or neuron_families)
-    if edge_families or neuron_families:
+    check = not state.checked and any(f.event != "activation" for f in state.counters)
+    if edge_families or neuron_families or fused:
         edge_sum = torch.zeros_like(preact)  # (B, O) contributions summed, checked once against preact
         edge_abs = torch.zeros_like(preact)
         positive_mass = torch.zeros_like(preact)  # (B, O) sum_j max(C_ij, 0)
+        materialise = bool(edge_families) or check or (bool(neuron_families) and not fused)
         for block, (o0, o1) in enumerate(state.ranges):
+            for family in fused:
+                counters = state.counters[family]
+                fired, mass = path_kernels.effective_path_counts(
+                    sums.inputs,
+                    state.weight[o0:o1],
+                    o0,
+                    layer.out_units // layer.groups,
+                    family.theta,
+                    labels.rows,
+                    counters.blocks[block],
+                    keep_fired=counters.scoring,
+                )  # counted in place; (B, Oc*Ig) events only while naive Bayes scores a test batch
+                if fired is not None:
+                    counters.score(fired, block)
+                positive_mass[:, o0:o1] = mass
+            if not materialise:
+                continue
             contrib = contributions(layer, sums.inputs, state.weight, o0, o1)  # (B, Oc, Ig)
             if check:
                 edge_sum[:, o0:o1] = contrib.sum(-1)
@@ -330,7 +357,7 @@ def _update_layer(state: LayerState, sums: LayerSums, labels: BatchLabels) -> No
             for family in edge_families:
                 fired = _edge_events(positive, family, state)  # (B, Oc*Ig)
                 state.counters[family].add(labels, fired, block)
-            if neuron_families:
+            if neuron_families and not fused:
                 positive_mass[:, o0:o1] = positive.sum(-1)
         for family in neuron_families:
             state.counters[family].add(labels, neuron_events(positive_mass, family.theta))

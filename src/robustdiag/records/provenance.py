@@ -41,6 +41,17 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_kernels() -> str:
+    """What computes path-separation events on a CPU: the Numba kernels (with version) or plain PyTorch."""
+    from robustdiag.metrics import path_kernels
+
+    if not path_kernels.available():
+        return "torch"
+    import numba
+
+    return f"numba {numba.__version__}"
+
+
 def hardware(device: torch.device | None = None) -> dict[str, str | int]:
     """A description of the machine and the device the run used."""
     info: dict[str, str | int] = {
@@ -49,6 +60,7 @@ def hardware(device: torch.device | None = None) -> dict[str, str | int]:
         "run/torch": torch.__version__,
         "run/python": platform.python_version(),
         "run/host": platform.node(),
+        "run/cpu_kernels": cpu_kernels(),
     }
     if device is not None and device.type == "cuda":
         info["run/hardware"] = f"{torch.cuda.get_device_name(device)} + {info['run/hardware']}"
