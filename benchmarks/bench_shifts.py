@@ -7,11 +7,14 @@ re-implementations of Hendrycks & Dietterich's per-image code, drawing their own
 and frost call OpenCV itself, as the benchmark does). The
 ``imagecorruptions`` package is the usual per-image reference, but it does not import with current
 setuptools/scikit-image (``pkg_resources`` and ``multichannel`` are gone); the JSON records the reason.
-Both sides are warmed up, timed alternately in one process, and reported as medians of the repeats.
+Both sides are warmed up, then timed in interleaved paired rounds (which side goes first alternates);
+each round gives one ratio of throughputs, and the figure is the median of the per-round ratios with
+their min and max. Torch runs with the threads it is given (``--threads``, default 2, recorded); the
+references run NumPy/SciPy/Pillow single-threaded and OpenCV with the same thread count.
 
     python benchmarks/bench_shifts.py                      # 32 px (CIFAR tables), batch 512, all corruptions
     python benchmarks/bench_shifts.py --quick              # smoke run (seconds)
-    python benchmarks/bench_shifts.py --image-size 224 --batch-size 128 --device cuda   # ImageNet-C tables
+    python benchmarks/bench_shifts.py --image-size 224 --batch-size 64 --reference-images 4   # ImageNet-C tables
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import cv2
 import numpy as np
 import PIL
 import scipy
@@ -86,7 +90,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=512, help="images per torch call")
     parser.add_argument("--reference-images", type=int, default=64, help="images per reference repeat")
     parser.add_argument("--severity", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=5, help="timed repeats; the median is reported")
+    parser.add_argument("--repeats", type=int, default=5, help="paired rounds; the median ratio is reported")
+    parser.add_argument("--threads", type=int, default=2, help="torch (and OpenCV) threads")
+    parser.add_argument(
+        "--round-seconds", type=float, default=0.25, help="each side's time per round (repeated calls)"
+    )
     parser.add_argument("--corruptions", default="all", help="comma-separated names (default: all)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1")
     parser.add_argument(
@@ -95,7 +103,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/bench_shifts.json"))
     args = parser.parse_args(argv)
     if args.quick:
-        args.batch_size, args.reference_images, args.repeats = 16, 4, 1
+        args.batch_size, args.reference_images, args.repeats, args.round_seconds = 16, 4, 1, 0.0
     return args
 
 
@@ -110,17 +118,19 @@ def test_images(batch: int, size: int, seed: int = 0) -> torch.Tensor:
     return (0.6 * smooth + 0.4 * edge).clamp(0, 1)
 
 
-def median_seconds(run: Callable[[], object], repeats: int, device: torch.device) -> float:
-    """Median wall time of ``run`` over ``repeats`` calls (after one warm-up call)."""
-    run()
+def seconds(run: Callable[[], object], device: torch.device, calls: int = 1) -> float:
+    """Wall time per call of ``calls`` back-to-back calls of ``run`` (GPU work finished)."""
     sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+    start = time.perf_counter()
+    for _ in range(calls):
         run()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    sync(device)
+    return (time.perf_counter() - start) / calls
+
+
+def calls_for(per_call: float, round_seconds: float) -> int:
+    """Calls that make one side of a round last about ``round_seconds`` (millisecond calls jitter)."""
+    return max(1, round(round_seconds / max(per_call, 1e-6)))
 
 
 def imagecorruptions_status() -> str:
@@ -135,36 +145,60 @@ def imagecorruptions_status() -> str:
 def bench_one(
     name: str, x: torch.Tensor, references: np.ndarray, args: argparse.Namespace
 ) -> dict[str, float]:
-    """Throughputs of one corruption: torch (device RNG, and CPU RNG on CUDA) and the per-image reference."""
+    """One corruption: paired rounds of the batched torch shift (device RNG) against the per-image reference."""
     device = x.device
     size = x.shape[-1]
     shift = make_shift(name, size)
-    result: dict[str, float] = {}
-    seconds = median_seconds(
-        lambda: apply_shift(shift, x, args.severity, seed=0, batch_size=len(x), generator_device=None),
-        args.repeats,
-        device,
-    )
-    result["torch_images_per_s"] = len(x) / seconds
-    if device.type == "cuda":
-        cpu_rng = median_seconds(
-            lambda: apply_shift(shift, x, args.severity, seed=0, batch_size=len(x)), args.repeats, device
-        )
-        result["torch_cpu_rng_images_per_s"] = len(x) / cpu_rng
     param = shift.resolved_param(args.severity, size, size)
     reference = frost_reference(shift, size) if name == "frost" else REFERENCES[name]
     rng = np.random.default_rng(0)
     cpu = torch.device("cpu")
-    per_image = median_seconds(
-        lambda: [reference(image, param, rng) for image in references], args.repeats, cpu
-    )
-    result["reference_images_per_s"] = len(references) / per_image
-    result["speedup"] = result["torch_images_per_s"] / result["reference_images_per_s"]
+
+    def run_batched() -> object:
+        return apply_shift(shift, x, args.severity, seed=0, batch_size=len(x), generator_device=None)
+
+    def run_per_image() -> object:
+        return [reference(image, param, rng) for image in references]
+
+    run_batched(), run_per_image()  # warm-up: allocator, kernels, caches
+    batched_calls = calls_for(seconds(run_batched, device), args.round_seconds)
+    per_image_calls = calls_for(seconds(run_per_image, cpu), args.round_seconds)
+
+    def batched() -> float:
+        return len(x) / seconds(run_batched, device, batched_calls)
+
+    def per_image() -> float:
+        return len(references) / seconds(run_per_image, cpu, per_image_calls)
+
+    torch_rates, reference_rates, ratios = [], [], []
+    for round_ in range(args.repeats):
+        first, second = (batched, per_image) if round_ % 2 == 0 else (per_image, batched)
+        a, b = first(), second()
+        torch_rate, reference_rate = (a, b) if first is batched else (b, a)
+        torch_rates.append(torch_rate)
+        reference_rates.append(reference_rate)
+        ratios.append(torch_rate / reference_rate)
+    result = {
+        "torch_images_per_s": statistics.median(torch_rates),
+        "reference_images_per_s": statistics.median(reference_rates),
+        "speedup": statistics.median(ratios),
+        "speedup_min": min(ratios),
+        "speedup_max": max(ratios),
+        "rounds": float(args.repeats),
+    }
+    if device.type == "cuda":
+        cpu_rng = [
+            len(x) / seconds(lambda: apply_shift(shift, x, args.severity, seed=0, batch_size=len(x)), device)
+            for _ in range(args.repeats)
+        ]
+        result["torch_cpu_rng_images_per_s"] = statistics.median(cpu_rng)
     return result
 
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
     args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    cv2.setNumThreads(args.threads)
     device = pick_device(args.device)
     names = sorted(CORRUPTIONS) if args.corruptions == "all" else args.corruptions.split(",")
     unknown = sorted(set(names) - set(CORRUPTIONS))
@@ -180,7 +214,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         print(
             f"{name:18s} torch {results[name]['torch_images_per_s']:12.0f} img/s   "
             f"reference {results[name]['reference_images_per_s']:9.0f} img/s   "
-            f"x{results[name]['speedup']:.1f}",
+            f"x{results[name]['speedup']:.1f} ({results[name]['speedup_min']:.1f}-{results[name]['speedup_max']:.1f})",
             flush=True,
         )
     speedups = [r["speedup"] for r in results.values()]
@@ -195,6 +229,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             "repeats": args.repeats,
             "quick": args.quick,
             "dtype": "float32 (torch), float64 (reference)",
+            "threads": args.threads,
+            "round_seconds": args.round_seconds,
+            "method": "interleaved paired rounds after a warm-up; median of per-round throughput ratios",
         },
         "machine": {
             **machine(device),

@@ -153,3 +153,15 @@ def test_streaming_naive_bayes_matches_sklearn() -> None:
         assert got[row] == pytest.approx(model.score(events[test], y[test]))
     expected_counts = np.stack([events[labels == k].sum(0) for k in range(num_classes)])
     np.testing.assert_array_equal(counters.counts[:num_classes].numpy(), expected_counts)
+
+
+def test_rounding_level_null_spread_gives_no_z() -> None:
+    """Labellings equal up to summation order: the spread is rounding, so z is NaN, not excess/1e-20."""
+    from robustdiag.metrics.path_stats import null_summary
+
+    values = torch.tensor([6.33e-4, 6.33e-4 + 1e-19, 6.33e-4, 6.33e-4 - 1e-19], dtype=torch.float64)
+    summary = null_summary(values)
+    assert summary["null_std"] == 0.0
+    assert math.isnan(summary["z"])
+    real = null_summary(torch.tensor([0.5, 0.1, 0.11, 0.09], dtype=torch.float64))
+    assert real["z"] == pytest.approx(0.4 / 0.01)

@@ -24,6 +24,7 @@ import torch
 
 from robustdiag.metrics import path_kernels
 
+NULL_SPREAD_RTOL = 1e-10  # a null spread below this fraction of the values is float rounding, not spread
 PAIR_SEPARATIONS = ("js", "tv", "sym_kl", "bhattacharyya", "jaccard")
 SEPARATIONS = (*PAIR_SEPARATIONS, "naive_bayes")
 
@@ -137,12 +138,17 @@ def null_summary(values: torch.Tensor) -> dict[str, float]:
     """raw, null_mean, null_std, excess, z of (L,) values: index 0 real labels, the rest permutations.
 
     null_std uses ddof=1; z = excess / null_std (NaN when the null has fewer than 2 draws or no spread).
+    A spread at float64 rounding level (below ``NULL_SPREAD_RTOL`` of the largest |value|: labellings
+    that give the same separation up to summation order) is no spread: null_std 0 and z NaN, instead
+    of a ratio of two rounding errors.
     """
     values = values.double().cpu()
     raw = float(values[0])
     null = values[1:]
     null_mean = float(null.mean()) if null.numel() else math.nan
     null_std = float(null.std(unbiased=True)) if null.numel() > 1 else math.nan
+    if null_std <= NULL_SPREAD_RTOL * float(values.abs().max()):
+        null_std = 0.0
     excess = raw - null_mean
     z = excess / null_std if null_std > 0 else math.nan
     return {"raw": raw, "null_mean": null_mean, "null_std": null_std, "excess": excess, "z": z}
