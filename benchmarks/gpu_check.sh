@@ -42,7 +42,7 @@ step gpu_tests 120 "$PY" -m pytest -q -m gpu -p no:cacheprovider --junitxml="$OU
 step bench_fisher 90 "$PY" benchmarks/bench_fisher.py --device cuda --batch-size 64 --repeats 3 --skip-bounds --out "$OUT/bench_fisher.json"
 step bench_paths 60 "$PY" benchmarks/bench_paths.py --device cuda --quick --out "$OUT/bench_paths.json"
 step bench_attack 60 "$PY" benchmarks/bench_attack.py --device cuda --batch-size 256 --repeats 5 --out "$OUT/bench_attack.json"
-step bench_shifts 90 "$PY" benchmarks/bench_shifts.py --device cuda --batch-size 512 --reference-images 16 --repeats 3 --out "$OUT/bench_shifts.json"
+step bench_shifts 90 "$PY" benchmarks/bench_shifts.py --device cuda --batch-size 512 --reference-images 16 --repeats 3 --round-seconds 0.1 --out "$OUT/bench_shifts.json"
 step bench_train 60 "$PY" benchmarks/bench_train.py --device cuda --repeats 2 --out "$OUT/bench_train.json"
 echo
 "$PY" benchmarks/summary.py "$OUT" --gpu || status=1

@@ -9,6 +9,7 @@ import torch
 from shift_images import natural_images
 
 from robustdiag.shifts import CORRUPTIONS, Corruption, GaussianNoise, Saturate
+from robustdiag.shifts.ops import PadMode
 from robustdiag.types import Shift
 
 NAMES = sorted(CORRUPTIONS)
@@ -252,3 +253,18 @@ def test_tiny_digit_sized_images(name: str) -> None:
     assert out.shape == x.shape and bool(torch.isfinite(out).all())
     if name != "saturate":
         assert float((out - x).abs().mean()) > 1e-3  # blurs keep CIFAR's pixel values below 32 px
+
+
+@pytest.mark.parametrize("mode", ["replicate", "reflect101", "symmetric"])
+@pytest.mark.parametrize("dim", [-1, -2])
+def test_correlation_as_one_matrix_equals_the_shifted_slices(mode: PadMode, dim: int) -> None:
+    """Short axes run a 1-D correlation as one (n, n) product; it equals the tap-by-tap sum in float64."""
+    from robustdiag.shifts import ops
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 9, 11, generator=generator, dtype=torch.float64)
+    kernel = torch.rand(7, generator=generator, dtype=torch.float64)  # 7 taps > 4-5 px sides: borders fold
+    n = x.shape[dim]
+    padded = x.index_select(dim, ops.border_index(n, 3, 3, mode, x.device))
+    expected = sum(w * padded.narrow(dim, t, n) for t, w in enumerate(kernel.tolist()))
+    torch.testing.assert_close(ops.correlate1d(x, kernel, dim, mode), expected, rtol=0, atol=1e-14)

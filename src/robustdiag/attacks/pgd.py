@@ -63,15 +63,26 @@ class _WorstCase:
         self.loss = torch.full((x.shape[0],), -torch.inf, dtype=torch.float32, device=x.device)  # (B,)
         self.logits: torch.Tensor | None = None  # (B, K) at x_adv, once a point has been offered
 
-    def update(self, x_adv: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
-        """Keep ``x_adv`` for the samples where it beats the stored point (logits (B, K) at ``x_adv``)."""
-        loss = F.cross_entropy(logits.float(), y, reduction="none")  # (B,)
-        fooled = logits.argmax(dim=1) != y  # (B,)
-        better = (fooled & ~self.fooled) | ((fooled == self.fooled) & (loss > self.loss))  # (B,)
-        self.x_adv = torch.where(better.view(-1, *([1] * (x_adv.ndim - 1))), x_adv, self.x_adv)
-        self.logits = logits if self.logits is None else torch.where(better[:, None], logits, self.logits)
-        self.fooled = self.fooled | fooled
-        self.loss = torch.where(better, loss, self.loss)
+    def update(
+        self, x_adv: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, rows: torch.Tensor | None = None
+    ) -> None:
+        """Keep ``x_adv`` where it beats the stored point: (b, C, H, W) points with logits (b, K) and labels
+        (b,) of the samples ``rows`` (b,) of the batch (all of them when None)."""
+        if rows is None:
+            rows = torch.arange(x_adv.shape[0], device=x_adv.device)
+        loss = F.cross_entropy(logits.float(), y, reduction="none")  # (b,)
+        fooled = logits.argmax(dim=1) != y  # (b,)
+        was_fooled = self.fooled[rows]
+        better = (fooled & ~was_fooled) | ((fooled == was_fooled) & (loss > self.loss[rows]))  # (b,)
+        if self.logits is None:
+            self.logits = torch.zeros(
+                self.x_adv.shape[0], logits.shape[1], dtype=logits.dtype, device=logits.device
+            )
+        chosen = rows[better]
+        self.x_adv[chosen] = x_adv[better]
+        self.logits[chosen] = logits[better]
+        self.loss[chosen] = loss[better]
+        self.fooled[rows] = was_fooled | fooled
 
 
 class PGD:
@@ -90,6 +101,11 @@ class PGD:
         random_start: start from a uniform random point of the ε-ball (else from x).
         restarts: independent runs; needs ``random_start`` when > 1.
         name: record key; defaults to "pgd_<norm>".
+        early_stop: stop attacking a sample once an iterate fools the model (AutoAttack's practice).
+            Robust accuracy is the same (a fooled sample stays fooled) and an evaluation of a non-robust
+            model costs a few steps instead of ``steps``; the returned point of a fooled sample is then the
+            first that fooled it rather than the highest-loss one. Off for training and the adversarial
+            shift, whose images should be the strongest; on in the ``attack`` group's evaluations.
     """
 
     def __init__(
@@ -101,6 +117,7 @@ class PGD:
         random_start: bool = True,
         restarts: int = 1,
         name: str | None = None,
+        early_stop: bool = False,
     ) -> None:
         self.norm = canonical_norm(norm, valid=PGD_NORMS)
         self.eps = check_eps(eps, self.norm)
@@ -116,6 +133,9 @@ class PGD:
                 f"restarts={self.restarts} needs random_start=True (restarts from x are identical)"
             )
         self.name = name if name is not None else f"pgd_{self.norm}"
+        if not isinstance(early_stop, bool):
+            raise ValueError(f"early_stop={early_stop!r} must be true or false")
+        self.early_stop = early_stop
 
     @property
     def strength(self) -> float:
@@ -125,7 +145,8 @@ class PGD:
     def __repr__(self) -> str:
         return (
             f"PGD(norm={self.norm!r}, eps={self.eps:.6g}, step_size={self.step_size:.6g}, steps={self.steps}, "
-            f"random_start={self.random_start}, restarts={self.restarts}, name={self.name!r})"
+            f"random_start={self.random_start}, restarts={self.restarts}, name={self.name!r}, "
+            f"early_stop={self.early_stop})"
         )
 
     def __call__(
@@ -174,14 +195,35 @@ class PGD:
         generator: torch.Generator | None,
         worst: _WorstCase,
     ) -> None:
-        """One restart: ``steps`` ascent steps, every visited point offered to ``worst``."""
-        x_adv = self._start(x, generator)  # (B, C, H, W)
+        """One restart: ``steps`` ascent steps, every visited point offered to ``worst``.
+
+        With ``early_stop`` only the samples not fooled yet take the next step (the batch shrinks).
+        """
+        x_adv = self._start(x, generator)  # (B, C, H, W) drawn for the whole batch, early stop or not
+        rows = torch.arange(x.shape[0], device=x.device)  # (b,) samples still attacked
+        if self.early_stop and bool(worst.fooled.any()):  # fooled in an earlier restart
+            rows, x_adv = self._still_attacked(rows, x_adv, worst)
         for _ in range(self.steps):
-            logits, grad = loss_and_input_gradient(model, x_adv, y)  # (B, K), (B, C, H, W)
-            worst.update(x_adv, logits, y)
-            x_adv = self._step(x, x_adv, grad)
-        with torch.no_grad():
-            worst.update(x_adv, model(x_adv), y)
+            if rows.numel() == 0:
+                return
+            logits, grad = loss_and_input_gradient(model, x_adv, y[rows])  # (b, K), (b, C, H, W)
+            worst.update(x_adv, logits, y[rows], rows)
+            x_adv = self._step(x[rows], x_adv, grad)
+            if self.early_stop:
+                rows, x_adv = self._still_attacked(rows, x_adv, worst)
+        if rows.numel():
+            with torch.no_grad():
+                worst.update(x_adv, model(x_adv), y[rows], rows)
+
+    @staticmethod
+    def _still_attacked(
+        rows: torch.Tensor, x_adv: torch.Tensor, worst: _WorstCase
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Drop the samples ``worst`` has seen fooled: their rows (b,) and iterates (b, C, H, W)."""
+        keep = ~worst.fooled[rows]  # (b,)
+        if bool(keep.all()):
+            return rows, x_adv
+        return rows[keep], x_adv[keep]
 
 
 class FGSM:

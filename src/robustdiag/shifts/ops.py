@@ -55,6 +55,25 @@ SHIFT_SUM_MAX_TAPS = 49  # up to this many taps, a sum of shifted slices beats a
 FFT_MIN_TAPS = 129  # 1-D kernels at least this long are applied by FFT (same result up to float rounding)
 
 
+MATRIX_MIN_TAPS = 5  # 1-D correlations with at least this many taps along an axis of at most
+MATRIX_MAX_SIDE = 64  # this many pixels run as one matrix product (memory passes cost more than the MACs)
+
+
+def correlation_matrix(n: int, kernel: torch.Tensor, mode: PadMode) -> torch.Tensor:
+    """The (n, n) float64 matrix of a 1-D correlation with ``kernel`` and ``mode`` borders: ``out = M @ line``.
+
+    ``M[i, j]`` sums the taps of output i that read input j once the border is folded back in, so
+    ``M @ line`` is :func:`correlate1d` of the line, up to float rounding.
+    """
+    taps = kernel.numel()
+    source = border_index(n, taps // 2, taps // 2, mode, torch.device("cpu"))  # (n + taps - 1,)
+    rows = torch.arange(n)[:, None].expand(n, taps)  # (n, taps) output index
+    cols = source[torch.arange(n)[:, None] + torch.arange(taps)[None, :]]  # (n, taps) input each tap reads
+    weights = kernel.detach().cpu().to(torch.float64).expand(n, taps)
+    matrix = torch.zeros(n, n, dtype=torch.float64)
+    return matrix.index_put_((rows.reshape(-1), cols.reshape(-1)), weights.reshape(-1), accumulate=True)
+
+
 def filter2d(x: torch.Tensor, kernel: torch.Tensor, mode: PadMode) -> torch.Tensor:
     """Correlate every channel of ``x`` (B, C, H, W) with one odd-sized 2-D ``kernel`` (kh, kw)."""
     b, c, h, w = x.shape
@@ -84,6 +103,11 @@ def correlate1d(x: torch.Tensor, kernel: torch.Tensor, dim: int, mode: PadMode) 
     assert dim in (-1, -2) and kernel.numel() % 2 == 1, "dim must be -1 or -2 and the kernel odd-sized"
     taps = kernel.numel()
     n = x.shape[dim]
+    if taps >= MATRIX_MIN_TAPS and n <= MATRIX_MAX_SIDE:  # short axis: one GEMM instead of `taps` passes
+        matrix = correlation_matrix(n, kernel, mode).to(x)  # (n, n)
+        if dim == -1:
+            return x @ matrix.T  # one (B*C*H, W) @ (W, W) product
+        return matrix @ x  # (H, H) @ (B, C, H, W)
     padded = x.index_select(dim, border_index(n, taps // 2, taps // 2, mode, x.device))
     if taps <= SHIFT_SUM_MAX_TAPS:
         out = torch.zeros_like(x)
