@@ -268,3 +268,16 @@ def test_correlation_as_one_matrix_equals_the_shifted_slices(mode: PadMode, dim:
     padded = x.index_select(dim, ops.border_index(n, 3, 3, mode, x.device))
     expected = sum(w * padded.narrow(dim, t, n) for t, w in enumerate(kernel.tolist()))
     torch.testing.assert_close(ops.correlate1d(x, kernel, dim, mode), expected, rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", sorted(CORRUPTIONS))
+def test_chunked_apply_on_cpu_equals_the_whole_batch(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a CPU apply() runs over cache-sized chunks of images; the images are those of one whole-batch call."""
+    from robustdiag.shifts import base
+
+    x = natural_images(5, seed=4)
+    shift = CORRUPTIONS[name]()
+    whole = shift(x, 3, generator=torch.Generator().manual_seed(1))
+    monkeypatch.setattr(base, "CPU_CHUNK_VALUES", 2 * x[0].numel())  # chunks of 2 images: 2 + 2 + 1
+    chunked = shift(x, 3, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-6)

@@ -57,7 +57,7 @@ def apply_shift(
         if value is not None and value.shape[0] != n:
             raise ValueError(f"apply_shift: {key} has {value.shape[0]} entries for {n} images")
     device = x.device if generator_device is None else torch.device(generator_device)
-    out = torch.empty_like(x)
+    out: torch.Tensor | None = None  # made when a second batch comes: one batch is returned as it is
     starts = range(0, n, batch_size)
     for batch, start in enumerate(progress(starts, desc=f"shift {shift.name}/{severity}", unit="batch")):
         rows = slice(start, start + batch_size)
@@ -74,5 +74,17 @@ def apply_shift(
             )
         else:
             shifted = shift(x[rows], severity, generator=generator, index=rows_index)
-        out[rows] = shifted.detach()
-    return out
+        shifted = shifted.detach()
+        if n <= batch_size and _fresh_like(shifted, x):
+            return shifted  # one batch: no second copy of the images (a fresh buffer costs page faults)
+        if out is None:
+            out = torch.empty_like(x)
+        out[rows] = shifted
+    return out if out is not None else torch.empty_like(x)  # (no images: nothing to shift)
+
+
+def _fresh_like(shifted: torch.Tensor, x: torch.Tensor) -> bool:
+    """``shifted`` is a new contiguous tensor with ``x``'s shape, dtype and device (not a view of ``x``)."""
+    like = shifted.shape == x.shape and shifted.dtype == x.dtype and shifted.device == x.device
+    same_memory = like and shifted.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()
+    return like and shifted.is_contiguous() and not same_memory

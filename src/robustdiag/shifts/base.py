@@ -87,6 +87,26 @@ def check_images(name: str, x: torch.Tensor) -> None:
         raise ValueError(f"{name}: expected float pixels in [0, 1], got dtype {x.dtype}")
 
 
+CPU_CHUNK_VALUES = 1 << 19
+"""On a CPU, :meth:`Corruption.apply` runs over chunks of images holding about this many values (2 MiB in
+float32): a chain of whole-batch tensor operations streams every intermediate through memory, and a
+224 px batch of 64 is 38 MiB per intermediate; cache-sized chunks make the same operations several
+times faster. GPUs take the whole batch at once. Draws are made for the whole batch first, so the
+images do not depend on the chunking."""
+
+
+def images_per_chunk(x: torch.Tensor) -> int:
+    """Images of ``x`` (B, C, H, W) that :meth:`Corruption.apply` takes at once (all of them on a GPU)."""
+    if x.device.type != "cpu":
+        return x.shape[0]
+    return max(1, CPU_CHUNK_VALUES // max(1, x[0].numel()))
+
+
+def _rows_of(value: torch.Tensor, rows: slice, batch: int) -> torch.Tensor:
+    """A per-image draw (leading dimension = batch) cut to ``rows``; a draw shared by the batch as it is."""
+    return value[rows] if value.ndim >= 1 and value.shape[0] == batch else value
+
+
 def draw_uniform(
     shape: Sequence[int], generator: torch.Generator, like: torch.Tensor, low: float = 0.0, high: float = 1.0
 ) -> torch.Tensor:
@@ -128,6 +148,7 @@ class Corruption:
     name: str = ""
     PARAMS: ClassVar[Mapping[str, Sequence[Any]]] = {}
     COLOUR_ONLY: ClassVar[bool] = False  # needs C == 3 (or C == 1 with a documented grey-scale rule)
+    CPU_CHUNKS: ClassVar[bool] = True  # apply() in cache-sized chunks on a CPU (off for per-position loops)
 
     def __init__(
         self,
@@ -210,6 +231,13 @@ class Corruption:
         param = self.PARAMS[geom.table][severity - 1]
         with torch.no_grad():
             xc = x.detach().to(compute_dtype(x.dtype))
-            draws = self.sample(xc, param, geom, generator)
-            out = self.apply(xc, param, geom, draws)
-            return out.clamp(0.0, 1.0).to(x.dtype)
+            draws = self.sample(xc, param, geom, generator)  # the whole batch's: chunking changes no number
+            per_chunk = images_per_chunk(xc) if self.CPU_CHUNKS else xc.shape[0]
+            if per_chunk >= xc.shape[0]:
+                return self.apply(xc, param, geom, draws).clamp(0.0, 1.0).to(x.dtype)
+            out = torch.empty_like(x)
+            for start in range(0, xc.shape[0], per_chunk):
+                rows = slice(start, start + per_chunk)
+                part = {key: _rows_of(value, rows, xc.shape[0]) for key, value in draws.items()}
+                out[rows] = self.apply(xc[rows], param, geom, part).clamp(0.0, 1.0)
+            return out

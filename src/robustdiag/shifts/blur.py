@@ -189,6 +189,7 @@ class GlassBlur(Corruption):
     ``delta`` is a pixel parameter (scaled with ``scale_spatial``, at least 1); the blur std scales too.
     """
 
+    CPU_CHUNKS = False  # a Python loop over pixel positions, batched over images: one big call is faster
     name = "glass_blur"
     FAMILY = "blur"
     PARAMS: ClassVar = {

@@ -116,6 +116,7 @@ class Snow(Corruption):
     rotation are added. Blur radius and sigma are pixel parameters (scaled with ``scale_spatial``).
     """
 
+    CPU_CHUNKS = False  # Python loops over rows and taps, batched over images: one big call is faster
     name = "snow"
     COLOUR_ONLY = True
     PARAMS: ClassVar = {
@@ -351,6 +352,7 @@ class Spatter(Corruption):
     pixel parameters (scaled with ``scale_spatial``).
     """
 
+    CPU_CHUNKS = False  # Python loops over rows and taps, batched over images: one big call is faster
     name = "spatter"
     PARAMS: ClassVar = {
         "cifar": (
