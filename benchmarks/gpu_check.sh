@@ -38,12 +38,13 @@ step() {  # step <name> <seconds> <command...>: run with a time limit, log, keep
   fi
 }
 export ROBUSTDIAG_PROGRESS=0
-step gpu_tests 120 "$PY" -m pytest -q -m gpu -p no:cacheprovider --junitxml="$OUT/gpu_tests.xml"
-step bench_fisher 90 "$PY" benchmarks/bench_fisher.py --device cuda --batch-size 64 --repeats 3 --skip-bounds --out "$OUT/bench_fisher.json"
+step gpu_tests 90 "$PY" -m pytest -q -m gpu -p no:cacheprovider --junitxml="$OUT/gpu_tests.xml"
+step bench_fisher 75 "$PY" benchmarks/bench_fisher.py --device cuda --batch-size 64 --repeats 3 --skip-bounds --out "$OUT/bench_fisher.json"
 step bench_paths 60 "$PY" benchmarks/bench_paths.py --device cuda --quick --out "$OUT/bench_paths.json"
 step bench_attack 60 "$PY" benchmarks/bench_attack.py --device cuda --batch-size 256 --repeats 5 --out "$OUT/bench_attack.json"
-step bench_shifts 90 "$PY" benchmarks/bench_shifts.py --device cuda --batch-size 512 --reference-images 16 --repeats 3 --round-seconds 0.1 --out "$OUT/bench_shifts.json"
-step bench_train 60 "$PY" benchmarks/bench_train.py --device cuda --repeats 2 --out "$OUT/bench_train.json"
+step bench_shifts 75 "$PY" benchmarks/bench_shifts.py --device cuda --batch-size 512 --reference-images 16 --repeats 3 --round-seconds 0.1 --out "$OUT/bench_shifts.json"
+step bench_shifts_224 75 "$PY" benchmarks/bench_shifts.py --device cuda --image-size 224 --batch-size 64 --reference-images 2 --repeats 2 --round-seconds 0.1 --out "$OUT/bench_shifts_224.json"
+step bench_train 45 "$PY" benchmarks/bench_train.py --device cuda --repeats 2 --out "$OUT/bench_train.json"
 echo
 "$PY" benchmarks/summary.py "$OUT" --gpu || status=1
 exit $status
