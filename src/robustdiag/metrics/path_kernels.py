@@ -70,6 +70,13 @@ if numba is not None:
         return max((bits >> MANTISSA_SHIFT) - base, 0)
 
     @njit(cache=True)
+    def _smallest(vals: Any, count: int) -> float:
+        smallest = np.inf
+        for i in range(count):
+            smallest = min(smallest, vals[i])
+        return smallest
+
+    @njit(cache=True)
     def _cover_cutoff_row(
         vals: Any, bits: Any, count: int, theta: float, total: float, mass: Any, pending: Any
     ) -> float:
@@ -79,10 +86,7 @@ if numba is not None:
         the bins are value intervals (float64 values equal in float32 share a bin and are sorted exactly).
         """
         if theta >= 1.0:  # every positive value (a cumulative sum may reach the total early by rounding)
-            smallest = np.inf
-            for i in range(count):
-                smallest = min(smallest, vals[i])
-            return smallest
+            return _smallest(vals, count)
         top = 0
         for i in range(count):
             top = max(top, bits[i])
@@ -97,10 +101,7 @@ if numba is not None:
             above += mass[cut_bin]
             cut_bin -= 1
         if cut_bin < 0:  # rounding left the total just short of target (theta ~ 1): every positive value
-            smallest = np.inf
-            for i in range(count):
-                smallest = min(smallest, vals[i])
-            return smallest
+            return _smallest(vals, count)
         found = 0
         for i in range(count):  # branch-free gather of the cutoff bin's values
             pending[found] = vals[i]
