@@ -68,6 +68,9 @@ def test_dirty_code_neither_reuses_nor_offers_records(
     run_module.run(tiny_config(tmp_path), tmp_path / "a")
     second = run_module.run(tiny_config(tmp_path), tmp_path / "b")
     assert "run/reused_from" not in second and second["train/cached"] is True  # recomputed, model from cache
+    # the record says which CUDA fast paths ran (none on a CPU) and what computed the path events
+    assert second["train/bf16_autocast"] is False and second["train/channels_last"] is False
+    assert second["run/cpu_kernels"] in ("torch", f"numba {__import__('numba').__version__}")
 
 
 def test_skip_complete_false_recomputes(tmp_path: Path, clean_code: None) -> None:
@@ -174,3 +177,24 @@ def test_the_engine_runs_from_objects_without_hydra(tmp_path: Path) -> None:
     ):
         assert key in result.values, key
     assert len(result.tables.per_sample["index"]) == 20
+
+
+def test_fast_paths_follow_the_device() -> None:
+    """bf16 autocast and channels-last are CUDA paths: on for a CUDA device when the regime asks."""
+    import functools
+
+    import torch
+
+    from robustdiag.train import Regime
+    from robustdiag.train.loop import fast_paths
+    from robustdiag.train.schedules import Constant
+
+    def regime(on: bool) -> Regime:
+        return Regime(
+            name="generalise", epochs=1, batch_size=8, schedule=Constant(), amp=on, channels_last=on,
+            optimizer=functools.partial(torch.optim.SGD, lr=0.05),
+        )  # fmt: skip
+
+    assert fast_paths(regime(True), torch.device("cuda")) == {"bf16_autocast": True, "channels_last": True}
+    assert fast_paths(regime(True), torch.device("cpu")) == {"bf16_autocast": False, "channels_last": False}
+    assert fast_paths(regime(False), torch.device("cuda")) == {"bf16_autocast": False, "channels_last": False}

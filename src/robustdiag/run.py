@@ -56,7 +56,7 @@ from robustdiag.train import (
     fit,
     predict_logits,
 )
-from robustdiag.train.loop import EpochStats
+from robustdiag.train.loop import EpochStats, fast_paths
 from robustdiag.train.regime import labels_kind
 from robustdiag.types import (
     Attack,
@@ -425,6 +425,7 @@ def evaluate_grid_point(
             "train/resumed_from": result.resumed_from,
             "train/cached": result.epochs_run == 0 and not regime.evaluate_only,
             schema.ADVERSARIAL_KEY: float(regime.adversary is not None),
+            **{f"train/{name}": on for name, on in fast_paths(regime, point.device).items()},
         }
     )
     model.eval()

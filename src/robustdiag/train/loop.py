@@ -191,6 +191,12 @@ def _amp(regime: Regime, device: torch.device) -> bool:
     return regime.amp and device.type == "cuda"
 
 
+def fast_paths(regime: Regime, device: torch.device) -> dict[str, bool]:
+    """Which of the training loop's CUDA fast paths a run on ``device`` uses (the record says so)."""
+    cuda = device.type == "cuda"
+    return {"bf16_autocast": _amp(regime, device), "channels_last": bool(regime.channels_last and cuda)}
+
+
 def _state(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
