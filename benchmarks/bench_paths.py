@@ -146,11 +146,11 @@ def per_layer_costs(ctx: EvalContext, repeats: int, chunk_elements: int = 1 << 2
     family = EventFamily("effective_path", 0.5)
     rows = []
     for layer in layers:
+        state = _layer_state(layer, {family}, set(), labellings.shape[0] * NUM_CLASSES, torch.float32,
+                             output_ranges(layer, x.shape[0], chunk_elements))  # fmt: skip
+        state.checked = True  # the one-off contribution check of the first batch is not per-batch cost
         times = []
-        for _ in range(repeats + 1):  # the first call compiles/warms the kernels
-            state = _layer_state(layer, {family}, set(), labels.rows.numel() // labels.size * NUM_CLASSES,
-                                 torch.float32, output_ranges(layer, x.shape[0], chunk_elements))  # fmt: skip
-            state.checked = True  # the one-off contribution check of the first batch is not per-batch cost
+        for _ in range(repeats + 1):  # the first call compiles/warms the kernels and lays out the weights
             sync(ctx.device)
             start = time.perf_counter()
             _update_layer(state, sums[layer.name], labels)

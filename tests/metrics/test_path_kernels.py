@@ -50,7 +50,14 @@ def _check_against_definition(
         labels.rows.numel() // labels.size * NUM_CLASSES, contrib.shape[1] * contrib.shape[2]
     )
     fired, mass = path_kernels.effective_path_counts(
-        sums, weight, first, out_per_group, theta, labels.rows, counts, keep_fired=True
+        path_kernels.tap_major(sums),
+        path_kernels.tap_major(weight),
+        first,
+        out_per_group,
+        theta,
+        labels.rows,
+        counts,
+        keep_fired=True,
     )
     expected = effective_path_events(contrib, theta).reshape(contrib.shape[0], -1)  # (B, Oc*Ig)
     assert fired is not None
@@ -103,7 +110,9 @@ def test_float32_counts_match_the_torch_path_on_random_rows() -> None:
     contrib = conv_contributions(sums.double(), weight.double(), 1, 0, 32)
     labels = _labels(16)
     counts = torch.zeros(3 * NUM_CLASSES, 32 * 64)
-    path_kernels.effective_path_counts(sums, weight, 0, 32, 0.5, labels.rows, counts)
+    path_kernels.effective_path_counts(
+        path_kernels.tap_major(sums), path_kernels.tap_major(weight), 0, 32, 0.5, labels.rows, counts
+    )
     expected = effective_path_events(contrib, 0.5).reshape(16, -1)
     torch.testing.assert_close(counts, _reference_counts(expected, labels), rtol=0, atol=0)
 

@@ -195,9 +195,16 @@ if numba is not None:
             out[r, job % n_pairs] = acc
 
 
+def tap_major(t: torch.Tensor) -> np.ndarray:
+    """The kernel's layout of tap sums (B, C, T) or weights (O, Cg, T), and of their linear forms (N, I):
+    (N, T, C) contiguous, channels innermost. Weights need it once per pass, tap sums once per batch."""
+    t3 = t.detach() if t.ndim == 3 else t.detach()[:, :, None]  # (N, C, T)
+    return t3.transpose(1, 2).contiguous().numpy()
+
+
 def effective_path_counts(
-    sums: torch.Tensor,
-    weight: torch.Tensor,
+    sums: np.ndarray,
+    weight: np.ndarray,
     first_unit: int,
     out_per_group: int,
     theta: float,
@@ -208,26 +215,22 @@ def effective_path_counts(
 ) -> tuple[torch.Tensor | None, torch.Tensor]:
     """Count one chunk's effective-path events into ``counts`` (L*K, Oc*Cg) in place.
 
-    ``sums``: (B, C, T) tap sums or (B, I) token sums; ``weight``: the chunk's folded weight, (Oc, Cg, T)
-    or (Oc, I); ``label_rows``: (L, B) counter rows (:class:`~robustdiag.metrics.path_accum.BatchLabels`).
-    Returns the events (B, Oc*Cg) when ``keep_fired`` (naive-Bayes scoring needs them), and the positive
-    contribution mass (B, Oc) of every unit (the ``neuron`` event's input).
+    ``sums``: (B, T, C) tap or token sums and ``weight``: the chunk's folded weight (Oc, T, Cg), both in
+    :func:`tap_major` layout and the same dtype; ``label_rows``: (L, B) counter rows
+    (:class:`~robustdiag.metrics.path_accum.BatchLabels`). Returns the events (B, Oc*Cg) when ``keep_fired``
+    (naive-Bayes scoring needs them), and the positive contribution mass (B, Oc) of every unit (the
+    ``neuron`` event's input).
     """
     assert numba is not None
     _match_threads()
-    dtype = sums.dtype
-    sums3 = sums if sums.ndim == 3 else sums[:, :, None]  # (B, C, T)
-    weight3 = weight if weight.ndim == 3 else weight[:, :, None]  # (Oc, Cg, T)
-    sums_np = sums3.detach().transpose(1, 2).contiguous().numpy()  # (B, T, C) channels innermost
-    weight_np = weight3.detach().to(dtype).transpose(1, 2).contiguous().numpy()  # (Oc, T, Cg)
-    batch, units = sums3.shape[0], weight3.shape[0]
-    fired = torch.empty((batch, units * weight3.shape[1]) if keep_fired else (0, 0), dtype=counts.dtype)
-    mass = torch.empty(batch, units, dtype=dtype)
+    batch, units, per_group = sums.shape[0], weight.shape[0], weight.shape[2]
+    fired = torch.empty((batch, units * per_group) if keep_fired else (0, 0), dtype=counts.dtype)
+    mass = torch.from_numpy(np.empty((batch, units), dtype=sums.dtype))
     assert counts.is_contiguous() and counts.dtype == torch.float32
     per_task = max(1, min(16, units // (4 * numba.get_num_threads())))  # >= 4 tasks per thread
     _effective_path_kernel(
-        sums_np,
-        weight_np,
+        sums,
+        weight,
         first_unit,
         out_per_group,
         float(theta),
@@ -238,6 +241,11 @@ def effective_path_counts(
         per_task,
     )
     return (fired if keep_fired else None), mass
+
+
+def describe() -> str:
+    """What computes path-separation events on a CPU, for the record: ``numba <version>`` or ``torch``."""
+    return f"numba {numba.__version__}" if available() else "torch"
 
 
 def js_pair_sums(counts: torch.Tensor, pairs: torch.Tensor, table: torch.Tensor) -> torch.Tensor:

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -115,6 +116,7 @@ class LayerState:
     shift: torch.Tensor  # (O,) BN shift
     ranges: list[tuple[int, int]]  # output-unit chunks, fixed for the pass (one counter block each)
     counters: dict[EventFamily, EventCounters] = field(default_factory=dict)
+    tap_major_weight: np.ndarray | None = None  # folded weight in the CPU kernel's layout, made once
     topk_hints: dict[EventFamily, int] = field(default_factory=dict)  # effective_path: k for torch.topk
     checked: bool = False
 
@@ -331,12 +333,16 @@ def _update_layer(state: LayerState, sums: LayerSums, labels: BatchLabels) -> No
         edge_abs = torch.zeros_like(preact)
         positive_mass = torch.zeros_like(preact)  # (B, O) sum_j max(C_ij, 0)
         materialise = bool(edge_families) or check or (bool(neuron_families) and not fused)
+        if fused and state.tap_major_weight is None:
+            state.tap_major_weight = path_kernels.tap_major(state.weight)  # (O, T, Cg)
+        tap_major_sums = path_kernels.tap_major(sums.inputs) if fused else None  # (B, T, C)
         for block, (o0, o1) in enumerate(state.ranges):
             for family in fused:
+                assert tap_major_sums is not None and state.tap_major_weight is not None
                 counters = state.counters[family]
                 fired, mass = path_kernels.effective_path_counts(
-                    sums.inputs,
-                    state.weight[o0:o1],
+                    tap_major_sums,
+                    state.tap_major_weight[o0:o1],
                     o0,
                     layer.out_units // layer.groups,
                     family.theta,

@@ -41,26 +41,17 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def cpu_kernels() -> str:
-    """What computes path-separation events on a CPU: the Numba kernels (with version) or plain PyTorch."""
-    from robustdiag.metrics import path_kernels
-
-    if not path_kernels.available():
-        return "torch"
-    import numba
-
-    return f"numba {numba.__version__}"
-
-
 def hardware(device: torch.device | None = None) -> dict[str, str | int]:
     """A description of the machine and the device the run used."""
+    from robustdiag.metrics import path_kernels  # imports numba: only when a record is written
+
     info: dict[str, str | int] = {
         "run/hardware": f"{cpu_name()} ({os.cpu_count()} cores)",
         "run/device": str(device) if device is not None else "cpu",
         "run/torch": torch.__version__,
         "run/python": platform.python_version(),
         "run/host": platform.node(),
-        "run/cpu_kernels": cpu_kernels(),
+        "run/cpu_kernels": path_kernels.describe(),
     }
     if device is not None and device.type == "cuda":
         info["run/hardware"] = f"{torch.cuda.get_device_name(device)} + {info['run/hardware']}"

@@ -86,5 +86,5 @@ def apply_shift(
 def _fresh_like(shifted: torch.Tensor, x: torch.Tensor) -> bool:
     """``shifted`` is a new contiguous tensor with ``x``'s shape, dtype and device (not a view of ``x``)."""
     like = shifted.shape == x.shape and shifted.dtype == x.dtype and shifted.device == x.device
-    same_memory = like and shifted.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()
+    same_memory = shifted.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()
     return like and shifted.is_contiguous() and not same_memory
