@@ -8,7 +8,7 @@ import pytest
 import torch
 from shift_images import natural_images
 
-from robustdiag.shifts import CORRUPTIONS, Corruption, GaussianNoise, Saturate
+from robustdiag.shifts import CORRUPTIONS, Corruption, GaussianNoise, Saturate, base
 from robustdiag.shifts.ops import PadMode
 from robustdiag.types import Shift
 
@@ -281,3 +281,51 @@ def test_chunked_apply_on_cpu_equals_the_whole_batch(name: str, monkeypatch: pyt
     monkeypatch.setattr(base, "CPU_CHUNK_VALUES", 2 * x[0].numel())  # chunks of 2 images: 2 + 2 + 1
     chunked = shift(x, 3, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("p", [0.01, 0.09, 0.27, 0.7])
+@pytest.mark.parametrize("margin", [6.0, -5.0])  # -5: too few gaps per round, so it must draw again
+def test_bernoulli_positions_follow_the_law_of_independent_trials(
+    p: float, margin: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(base, "BERNOULLI_MARGIN_SD", margin)
+    n, rounds = 200_000, 8
+    generator = torch.Generator().manual_seed(3)
+    counts, gaps = [], []
+    for _ in range(rounds):
+        positions = base.draw_bernoulli_positions(n, p, generator)
+        assert positions.dtype == torch.int64
+        assert bool((positions[1:] > positions[:-1]).all()), "sorted and distinct"
+        assert int(positions.min()) >= 0 and int(positions.max()) < n
+        counts.append(len(positions))
+        gaps.append(torch.diff(positions))
+    # total successes ~ Binomial(rounds n, p): within 5 standard deviations
+    total, mean = sum(counts), rounds * n * p
+    assert abs(total - mean) < 5 * (mean * (1 - p)) ** 0.5
+    # gaps between successes are geometric: P(gap = k) = p (1 - p)^(k - 1)
+    gap = torch.cat(gaps)
+    for k in (1, 2, 3):
+        expected = p * (1 - p) ** (k - 1)
+        observed = float((gap == k).double().mean())
+        assert abs(observed - expected) < 5 * (expected * (1 - expected) / len(gap)) ** 0.5, k
+
+
+def test_bernoulli_positions_edge_probabilities() -> None:
+    generator = torch.Generator().manual_seed(0)
+    assert len(base.draw_bernoulli_positions(100, 0.0, generator)) == 0
+    assert base.draw_bernoulli_positions(5, 1.0, generator).tolist() == [0, 1, 2, 3, 4]
+    assert len(base.draw_bernoulli_positions(0, 0.5, generator)) == 0
+    with pytest.raises(ValueError, match=r"p must be in \[0, 1\]"):
+        base.draw_bernoulli_positions(10, 1.5, generator)
+
+
+def test_impulse_noise_replaces_the_expected_fraction_half_salt_half_pepper() -> None:
+    x = torch.full((8, 3, 64, 64), 0.5)
+    shift = CORRUPTIONS["impulse_noise"](table="imagenet")
+    out = shift(x, 5, generator=torch.Generator().manual_seed(1))  # c = 0.27
+    n = x.numel()
+    salt, pepper = int((out == 1).sum()), int((out == 0).sum())
+    assert int((out != 0.5).sum()) == salt + pepper
+    sd = (n * 0.27 * 0.73) ** 0.5
+    assert abs(salt + pepper - 0.27 * n) < 5 * sd
+    assert abs(salt - pepper) < 5 * (0.27 * n) ** 0.5

@@ -11,7 +11,14 @@ from typing import ClassVar
 
 import torch
 
-from robustdiag.shifts.base import Corruption, Draws, Geometry, draw_normal, draw_poisson, draw_uniform
+from robustdiag.shifts.base import (
+    Corruption,
+    Draws,
+    Geometry,
+    draw_bernoulli_positions,
+    draw_normal,
+    draw_poisson,
+)
 
 
 class GaussianNoise(Corruption):
@@ -52,8 +59,9 @@ class ImpulseNoise(Corruption):
     """Salt and pepper: each value is replaced with probability c, by 1 or 0 with equal odds.
 
     As ``skimage.util.random_noise(mode="s&p")``, which the benchmark calls: per channel, not per pixel.
-    One uniform number per value decides both: ``u <= c/2`` salt, ``c/2 < u <= c`` pepper (the same law as
-    two independent draws, with half the random numbers).
+    The replaced values are drawn as geometric gaps (:func:`draw_bernoulli_positions`, about ``c`` random
+    numbers per value instead of one or two) and each is salt or pepper by a fair coin: the same law as
+    skimage's two uniform draws per value.
     """
 
     name = "impulse_noise"
@@ -64,8 +72,13 @@ class ImpulseNoise(Corruption):
     }
 
     def sample(self, x: torch.Tensor, param: float, geom: Geometry, generator: torch.Generator) -> Draws:
-        u = draw_uniform(x.shape, generator, x)  # (B, C, H, W)
-        return {"flip": u <= param, "salt": u <= param / 2}
+        flipped = draw_bernoulli_positions(x.numel(), param, generator)  # (K,) flat positions
+        salted = flipped[torch.rand(len(flipped), generator=generator, device=generator.device) < 0.5]
+        flip = torch.zeros(x.numel(), dtype=torch.bool, device=x.device)
+        salt = torch.zeros(x.numel(), dtype=torch.bool, device=x.device)
+        flip[flipped.to(x.device)] = True
+        salt[salted.to(x.device)] = True
+        return {"flip": flip.view(x.shape), "salt": salt.view(x.shape)}  # (B, C, H, W); salt implies flip
 
     def apply(self, x: torch.Tensor, param: float, geom: Geometry, draws: Draws) -> torch.Tensor:
         flip, salt = draws["flip"], draws["salt"]  # salt implies flip
