@@ -25,27 +25,20 @@ switches to the pure-PyTorch path (same events up to float rounding; used on GPU
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
 import torch
 
-numba: Any
-try:  # Numba is a dependency, but a platform without its wheels still runs the PyTorch path
-    import numba
+from robustdiag.numba_support import DISABLE_ENV, available, numba
+from robustdiag.numba_support import match_threads as _match_threads
+
+if numba is not None:
     from numba import njit, prange
-except ImportError:  # pragma: no cover - exercised only where numba is missing
-    numba = None
 
 HISTOGRAM_BINS = 128  # 16 per octave (exponent + top 4 mantissa bits) over 8 octaves below the row max
 MANTISSA_SHIFT = 19  # float32 bits >> 19 keeps sign, exponent and the top 4 mantissa bits
-DISABLE_ENV = "ROBUSTDIAG_NUMBA"
-
-
-def available() -> bool:
-    """True when the Numba kernels can run (installed, and not switched off with ``ROBUSTDIAG_NUMBA=0``)."""
-    return numba is not None and os.environ.get(DISABLE_ENV, "1").strip().lower() not in ("0", "false", "no")
+__all__ = ["DISABLE_ENV", "available", "effective_path_counts", "js_pair_sums", "tap_major", "usable_for"]
 
 
 def usable_for(*tensors: torch.Tensor) -> bool:
@@ -53,14 +46,6 @@ def usable_for(*tensors: torch.Tensor) -> bool:
     return available() and all(
         t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) for t in tensors
     )
-
-
-def _match_threads() -> None:
-    """Use as many kernel threads as torch does (the run's thread policy), within Numba's pool."""
-    assert numba is not None
-    wanted = max(1, min(torch.get_num_threads(), int(numba.config.NUMBA_NUM_THREADS)))
-    if numba.get_num_threads() != wanted:
-        numba.set_num_threads(wanted)
 
 
 if numba is not None:
@@ -241,11 +226,6 @@ def effective_path_counts(
         per_task,
     )
     return (fired if keep_fired else None), mass
-
-
-def describe() -> str:
-    """What computes path-separation events on a CPU, for the record: ``numba <version>`` or ``torch``."""
-    return f"numba {numba.__version__}" if available() else "torch"
 
 
 def js_pair_sums(counts: torch.Tensor, pairs: torch.Tensor, table: torch.Tensor) -> torch.Tensor:

@@ -43,7 +43,7 @@ def cpu_name() -> str:
 
 def hardware(device: torch.device | None = None) -> dict[str, str | int]:
     """A description of the machine and the device the run used."""
-    from robustdiag.metrics import path_kernels  # imports numba: only when a record is written
+    from robustdiag import numba_support  # imports numba: only when a record is written
 
     info: dict[str, str | int] = {
         "run/hardware": f"{cpu_name()} ({os.cpu_count()} cores)",
@@ -51,7 +51,7 @@ def hardware(device: torch.device | None = None) -> dict[str, str | int]:
         "run/torch": torch.__version__,
         "run/python": platform.python_version(),
         "run/host": platform.node(),
-        "run/cpu_kernels": path_kernels.describe(),
+        "run/cpu_kernels": numba_support.describe(),
     }
     if device is not None and device.type == "cuda":
         info["run/hardware"] = f"{torch.cuda.get_device_name(device)} + {info['run/hardware']}"

@@ -4,13 +4,17 @@
 ``cv2.distanceTransform(DIST_L2, 5)``, ``cv2.threshold(THRESH_TRUNC)``, ``cv2.blur``, ``cv2.equalizeHist``
 and ``cv2.filter2D``. These are re-implemented here on (B, H, W) maps holding 8-bit values as floats,
 with OpenCV's integer arithmetic and rounding (checked against OpenCV in the tests). Every function
-works on the whole batch at once; loops run over a handful of fixed iterations, never over images.
+works on the whole batch at once; loops run over a handful of fixed iterations, never over images. On a
+CPU the two fixed-point iterations (the distance transform and Canny's hysteresis) run as Numba kernels
+per image instead (:mod:`robustdiag.shifts.cv_kernels`).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from robustdiag.shifts import cv_kernels
 
 CANNY_SHIFT = 15
 TG22 = int(0.4142135623730950488016887242097 * (1 << CANNY_SHIFT) + 0.5)  # tan(22.5 deg) in fixed point
@@ -27,6 +31,8 @@ def canny(image: torch.Tensor, low: float, high: float) -> torch.Tensor:
     stops changing (at most as many steps as the longest candidate chain). Integer maths in int32 (the
     largest value, |dx| << 16, stays below 2^27).
     """
+    if cv_kernels.usable_for(image):  # CPU: Sobel, suppression and a flood fill in one pass per image
+        return cv_kernels.canny(image, int(low), int(high), TG22, CANNY_SHIFT).to(image.dtype)
     h, w = image.shape[-2:]
     p = F.pad(image.to(torch.float32)[:, None], (1, 1, 1, 1), mode="replicate")[:, 0].to(
         torch.int32
@@ -76,7 +82,8 @@ def chamfer_distance(zero: torch.Tensor, cap: float) -> torch.Tensor:
     (B, H, W) bool -> (B, H, W) float32. Outside the image counts as infinitely far, as in OpenCV. The
     shortest-path relaxation runs until nothing changes, at most ``cap`` + 2 rounds, which makes every
     distance up to ``cap`` exact (each move adds at least 1); larger ones are truncated anyway. Equal-length
-    paths can round one float32 ulp apart from OpenCV's raster-order sums.
+    paths can round one float32 ulp apart from OpenCV's raster-order sums. On a CPU the Numba kernel runs
+    OpenCV's two raster passes instead (:mod:`robustdiag.shifts.cv_kernels`; bit for bit OpenCV's values).
     """
     hv, diag, knight = (torch.tensor(m, dtype=torch.float32).item() for m in CHAMFER_5X5)
     moves = [(dr, dc, hv) for dr, dc in ((0, 1), (0, -1), (1, 0), (-1, 0))]
@@ -85,6 +92,8 @@ def chamfer_distance(zero: torch.Tensor, cap: float) -> torch.Tensor:
         (dr, dc, knight)
         for dr, dc in ((1, 2), (2, 1), (-1, 2), (-2, 1), (1, -2), (2, -1), (-1, -2), (-2, -1))
     ]
+    if cv_kernels.usable_for(zero):  # CPU: OpenCV's two raster passes, its values bit for bit
+        return cv_kernels.chamfer_distance(zero).clamp_max(cap)
     h, w = zero.shape[-2:]
     dist = torch.where(zero, 0.0, UNREACHED).to(torch.float32)  # (B, H, W)
     for _ in range(int(cap) + 2):
@@ -99,14 +108,14 @@ def chamfer_distance(zero: torch.Tensor, cap: float) -> torch.Tensor:
 
 
 def box3(x: torch.Tensor) -> torch.Tensor:
-    """3x3 mean with reflect-101 borders (``cv2.blur(x, (3, 3))``), summed in float64. (B, H, W)"""
+    """3x3 mean with reflect-101 borders (``cv2.blur(x, (3, 3))``), summed in float64. (B, H, W)
+
+    The inputs are 8-bit levels or float32 distances, whose sums of nine are exact in float64, so
+    summing rows then columns gives the same values as any order."""
     p = F.pad(x.to(torch.float64)[:, None], (1, 1, 1, 1), mode="reflect")[:, 0]  # reflect-101
     h, w = x.shape[-2:]
-    total = torch.zeros_like(p[:, :h, :w])
-    for r in range(3):
-        for c in range(3):
-            total = total + p[:, r : r + h, c : c + w]
-    return total * (1.0 / 9)
+    rows = p[:, 0:h] + p[:, 1 : h + 1] + p[:, 2 : h + 2]  # (B, H, W + 2)
+    return (rows[:, :, 0:w] + rows[:, :, 1 : w + 1] + rows[:, :, 2 : w + 2]) * (1.0 / 9)
 
 
 def equalize_hist(image: torch.Tensor) -> torch.Tensor:
@@ -139,5 +148,6 @@ def filter2d_u8(image: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     total = torch.zeros_like(p[:, :h, :w])
     for r in range(kh):
         for c in range(kw):
-            total = total + float(kernel[r, c]) * p[:, r : r + h, c : c + w]
+            if float(kernel[r, c]) != 0.0:
+                total = total + float(kernel[r, c]) * p[:, r : r + h, c : c + w]
     return torch.round(total).clamp(0, 255).to(image.dtype)  # sums of integers: exact in float32

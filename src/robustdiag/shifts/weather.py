@@ -352,7 +352,6 @@ class Spatter(Corruption):
     pixel parameters (scaled with ``scale_spatial``).
     """
 
-    CPU_CHUNKS = False  # Python loops over rows and taps, batched over images: one big call is faster
     name = "spatter"
     PARAMS: ClassVar = {
         "cifar": (
