@@ -329,3 +329,39 @@ def test_impulse_noise_replaces_the_expected_fraction_half_salt_half_pepper() ->
     sd = (n * 0.27 * 0.73) ** 0.5
     assert abs(salt + pepper - 0.27 * n) < 5 * sd
     assert abs(salt - pepper) < 5 * (0.27 * n) ** 0.5
+
+
+@pytest.mark.parametrize("name", sorted(CORRUPTIONS))
+def test_corruptions_leave_their_input_and_a_second_call_unchanged(name: str, images: torch.Tensor) -> None:
+    """The output is clamped in place only when it is a buffer of its own (never the input or a draw)."""
+    x = images[:3].clone()
+    before = x.clone()
+    shift = CORRUPTIONS[name]()
+    first = shift(x, 3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(x, before)
+    second = shift(x, 3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(first, second)
+    assert first.min() >= 0 and first.max() <= 1
+
+
+def test_poisson_counts_in_blocks_follow_the_rates_and_ignore_the_thread_count() -> None:
+    rate = torch.rand(3 * base.POISSON_BLOCK_VALUES + 123) * 20  # several blocks and a short last one
+    previous = torch.get_num_threads()
+    try:
+        draws = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            draws.append(base.draw_poisson(rate, torch.Generator().manual_seed(4)))
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.equal(draws[0], draws[1])
+    assert draws[0].dtype == rate.dtype and draws[0].shape == rate.shape
+    counts = draws[0].double()
+    assert bool((counts == counts.round()).all()) and counts.min() >= 0
+    # E[N] = Var[N] = rate: the standardised residuals have mean 0 and variance 1
+    positive = rate > 1
+    z = (counts[positive] - rate[positive].double()) / rate[positive].double().sqrt()
+    assert abs(float(z.mean())) < 5 / len(z) ** 0.5
+    assert abs(float(z.var()) - 1) < 0.02
+    other_seed = base.draw_poisson(rate, torch.Generator().manual_seed(5))
+    assert not torch.equal(other_seed, draws[0])

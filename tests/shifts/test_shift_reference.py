@@ -16,6 +16,7 @@ from PIL import Image
 from scipy import ndimage
 from shift_images import natural_images, quantised
 
+from robustdiag import numba_support
 from robustdiag.shifts import CORRUPTIONS, jpeg_roundtrip, plasma_fractal
 from robustdiag.shifts.ops import (
     correlate1d,
@@ -108,17 +109,47 @@ def pillow_jpeg(x: torch.Tensor, quality: int, subsampling: int) -> np.ndarray:
     return np.stack(out)
 
 
+@pytest.mark.parametrize("use_numba", ["1", "0"])  # the CPU kernel and the tensor path
 @pytest.mark.parametrize(("height", "width"), [(32, 32), (30, 17), (8, 8), (3, 5)])
 @pytest.mark.parametrize("quality", [80, 40, 7])
 @pytest.mark.parametrize(
     ("channels", "subsample", "subsampling"), [(3, True, 2), (3, False, 0), (1, True, 2)]
 )
 def test_jpeg_equals_pillow_bit_for_bit(
-    height: int, width: int, quality: int, channels: int, subsample: bool, subsampling: int
+    height: int,
+    width: int,
+    quality: int,
+    channels: int,
+    subsample: bool,
+    subsampling: int,
+    use_numba: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv(numba_support.DISABLE_ENV, use_numba)
     x = quantised(natural_images(2, channels, height, width, seed=7))
     ours = jpeg_roundtrip(x, quality, subsample_chroma=subsample).permute(0, 2, 3, 1).numpy() * 255
     np.testing.assert_array_equal(np.round(ours), pillow_jpeg(x, quality, subsampling))
+
+
+@pytest.mark.skipif(not numba_support.available(), reason="numba not installed")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_jpeg_kernel_equals_the_tensor_path(dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unquantised pixels, odd sizes, narrow planes, out-of-range values, grey and colour, every option."""
+    generator = torch.Generator().manual_seed(11)
+    for trial in range(24):
+        height, width = (int(v) for v in torch.randint(1, 41, (2,), generator=generator))
+        channels = 1 if trial % 4 == 0 else 3
+        x = torch.rand(2, channels, height, width, generator=generator, dtype=dtype) * 1.2 - 0.1
+        for quality in (7, 50, 95):
+            for subsample in (True, False):
+                monkeypatch.setenv(numba_support.DISABLE_ENV, "1")
+                kernel = jpeg_roundtrip(x, quality, subsample_chroma=subsample)
+                monkeypatch.setenv(numba_support.DISABLE_ENV, "0")
+                tensor = jpeg_roundtrip(x, quality, subsample_chroma=subsample)
+                assert kernel.dtype == dtype
+                torch.testing.assert_close(
+                    kernel, tensor, rtol=0, atol=0, msg=f"{x.shape} q{quality} {subsample}"
+                )
 
 
 def test_jpeg_with_the_float_dct_stays_within_a_level_of_pillow() -> None:

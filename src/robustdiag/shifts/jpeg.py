@@ -18,7 +18,8 @@ Pillow at quality q. Here the baseline JPEG pipeline runs on whole batches, foll
 remains an approximation of "libjpeg" in general: other builds (e.g. IJG libjpeg 9, which upsamples
 chroma with scaled DCTs) or SIMD paths that deviate from the C code give slightly different images.
 Entropy coding is lossless and skipped. Grey-scale images (C=1) are coded as a single luma component,
-as Pillow does.
+as Pillow does. On a CPU the ``islow`` steps run per image in a Numba kernel
+(:mod:`robustdiag.shifts.jpeg_kernel`, the same integers; ``ROBUSTDIAG_NUMBA=0`` keeps the tensor path).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
+from robustdiag.shifts import jpeg_kernel
 from robustdiag.shifts.base import SEVERITY_RANGE, Corruption, Draws, Geometry
 
 LUMA_TABLE: tuple[int, ...] = (
@@ -239,11 +241,14 @@ def jpeg_roundtrip(
     """
     if dct not in DCT_METHODS:
         raise ValueError(f"jpeg_compression: dct must be one of {list(DCT_METHODS)}, got {dct!r}")
+    luma_q = quality_table(LUMA_TABLE, quality)
+    if jpeg_kernel.usable_for(x, dct) and x.dtype in (torch.float32, torch.float64):
+        # CPU: the same integer steps per image, block by block
+        return jpeg_kernel.jpeg_roundtrip(x, luma_q, quality_table(CHROMA_TABLE, quality), subsample_chroma)
     dtype = x.dtype
     x = x.to(torch.float64)
     h, w = x.shape[-2:]
     levels = round_half_up(x.clamp(0, 1) * 255)
-    luma_q = quality_table(LUMA_TABLE, quality)
     if x.shape[1] == 1:
         plane = pad_to_multiple(levels, 8, 8)[:, 0]
         return (blockwise_dct_roundtrip(plane, luma_q, dct)[:, None, :h, :w] / 255).to(dtype)
