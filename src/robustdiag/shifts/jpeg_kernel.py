@@ -214,6 +214,6 @@ def jpeg_roundtrip(
     match_threads()
     pixels = x.detach().contiguous().numpy()
     out = np.empty(pixels.shape, dtype=pixels.dtype)
-    tables = (t.to(torch.int64).contiguous().numpy() for t in (luma, chroma))
-    _jpeg_kernel(pixels, *tables, bool(subsample), out)
+    luma_table, chroma_table = (t.to(torch.int64).contiguous().numpy() for t in (luma, chroma))
+    _jpeg_kernel(pixels, luma_table, chroma_table, bool(subsample), out)
     return torch.from_numpy(out)
