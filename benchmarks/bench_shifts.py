@@ -10,7 +10,9 @@ setuptools/scikit-image (``pkg_resources`` and ``multichannel`` are gone); the J
 Both sides are warmed up, then timed in interleaved paired rounds (which side goes first alternates);
 each round gives one ratio of throughputs, and the figure is the median of the per-round ratios with
 their min and max. Torch runs with the threads it is given (``--threads``, default 2, recorded); the
-references run NumPy/SciPy/Pillow single-threaded and OpenCV with the same thread count.
+references run NumPy/SciPy/Pillow single-threaded and OpenCV with the same thread count. The process keeps
+freed memory for reuse as a run does (``reuse_freed_memory``; both sides benefit: without it every
+batch-sized tensor above glibc's 32 MiB mmap threshold is faulted in afresh).
 
     python benchmarks/bench_shifts.py                      # 32 px (CIFAR tables), batch 512, all corruptions
     python benchmarks/bench_shifts.py --quick              # smoke run (seconds)
@@ -35,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from common import REPO, machine, pick_device, sync
+from robustdiag.allocator import reuse_freed_memory
 from robustdiag.records.provenance import git_commit
 from robustdiag.shifts import CORRUPTIONS, apply_shift
 
@@ -210,6 +213,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
+    reused = reuse_freed_memory(True)  # as a run sets the process up (config key reuse_freed_memory)
     device = pick_device(args.device)
     names = sorted(CORRUPTIONS) if args.corruptions == "all" else args.corruptions.split(",")
     unknown = sorted(set(names) - set(CORRUPTIONS))
@@ -241,6 +245,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             "quick": args.quick,
             "dtype": "float32 (torch), float64 (reference)",
             "threads": args.threads,
+            "reuse_freed_memory": reused,
             "round_seconds": args.round_seconds,
             "method": "interleaved paired rounds after a warm-up; median of per-round throughput ratios",
         },

@@ -51,7 +51,7 @@ def _memory_growth(data: dict[str, Any]) -> float | None:
 
 FIGURES = (
     Figure("bench_fisher.json", "Fisher exact: speed-up vs released per-image loop", "released code (K backward/image)",
-           _get("fisher", "ratios", "exact_speedup_vs_per_sample"), (">=", 10.0), (">=", 100.0)),
+           _get("fisher", "ratios", "exact_speedup_vs_per_sample"), None, (">=", 100.0)),
     Figure("bench_fisher.json", "Fisher exact: cost / K batched backward passes", "its own floor",
            _get("fisher", "ratios", "exact_cost_vs_floor"), ("<=", 1.5), ("<=", 1.5)),
     Figure("bench_paths.json", "path separation: time / plain forward (resnet18, 32 px)", "a forward pass",

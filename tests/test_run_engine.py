@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,18 @@ def test_dirty_code_neither_reuses_nor_offers_records(
     # the record says which CUDA fast paths ran (none on a CPU) and what computed the path events
     assert second["train/bf16_autocast"] is False and second["train/channels_last"] is False
     assert second["run/cpu_kernels"] in ("torch", f"numba {__import__('numba').__version__}")
+    assert second["run/reuse_freed_memory"] is sys.platform.startswith("linux")  # glibc on Linux CI
+
+
+def test_reuse_freed_memory_false_is_recorded_and_not_part_of_the_identity(
+    tmp_path: Path, clean_code: None
+) -> None:
+    first = run_module.run(tiny_config(tmp_path), tmp_path / "a")
+    off = run_module.run(
+        tiny_config(tmp_path, "reuse_freed_memory=false", "skip_complete=false"), tmp_path / "b"
+    )
+    assert off["config/hash"] == first["config/hash"]  # the same grid point: its numbers do not depend on it
+    assert off["run/reuse_freed_memory"] is False and "run/reused_from" not in off
 
 
 def test_skip_complete_false_recomputes(tmp_path: Path, clean_code: None) -> None:

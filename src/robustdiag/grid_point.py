@@ -75,6 +75,13 @@ def check_int(value: Any, key: str, *, minimum: int | None = None, example: str 
     return value
 
 
+def check_bool(value: Any, key: str) -> bool:
+    """``value`` as a bool, or a :class:`ConfigError` naming ``key`` (strings and numbers refused)."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}={value!r} must be true or false")
+    return value
+
+
 def check_eval_settings(cfg: DictConfig) -> EvalSettings:
     """The ``eval`` block and the run seed, refused before anything is trained when they cannot work."""
     check_int(cfg.seed, "seed", example="seed=0, or seed=0,1,2 in a multirun")
@@ -129,6 +136,7 @@ def check_cache_dir(path: str | os.PathLike[str]) -> Path:
 def build_grid_point(cfg: DictConfig) -> GridPoint:
     """Instantiate and check every part of a grid point; nothing is loaded or trained here."""
     settings = check_eval_settings(cfg)
+    check_bool(cfg.get("reuse_freed_memory", True), "reuse_freed_memory")
     regime = instantiate_at(cfg.train, "train")
     if not isinstance(regime, Regime):
         raise ConfigError(

@@ -27,6 +27,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import robustdiag
+from robustdiag.allocator import reuse_freed_memory
 from robustdiag.data import DataBundle, balanced_subset
 from robustdiag.errors import TRACEBACK_FILE
 from robustdiag.grid_point import GridPoint, build_grid_point, check_cache_dir, check_eval_settings
@@ -78,7 +79,9 @@ TRAIN_CODE_VERSION = 1
 TRAIN_KEYS = ("model", "data", "train", "seed")
 # Keys that never change a result: left out of the record identity, so a relaunch that changes them
 # still skips complete grid points.
-NOT_IDENTITY = ("hydra", "launch", "cache_dir", "skip_complete", "threads", "optimized_metric")
+NOT_IDENTITY = (
+    "hydra", "launch", "cache_dir", "skip_complete", "threads", "reuse_freed_memory", "optimized_metric"
+)  # fmt: skip
 # Regime keys that are not part of the training recipe (what the labels are, how long, the name):
 # runs whose regimes differ only in these share a recipe (train/recipe), e.g. label_noise at any q.
 NOT_RECIPE = ("name", "q", "epochs", "stop_train_acc")
@@ -200,12 +203,20 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     try:  # a config that cannot be built is recorded as a failed grid point, then raised
         point = build_grid_point(cfg)
         threads = set_threads(cfg.get("threads"), launcher_jobs())
+        reused = reuse_freed_memory(cfg.get("reuse_freed_memory", True))
         wandb_logger = instantiate(cfg.logger) if cfg.get("logger") else NullLogger()
     except BaseException as err:
         record.update({"run/finished": _now()})
         record.fail(err)
         raise
-    record.update({**provenance(point.device), "run/threads": threads, "model": point.model.display_name})
+    record.update(
+        {
+            **provenance(point.device),
+            "run/threads": threads,
+            "run/reuse_freed_memory": reused,
+            "model": point.model.display_name,
+        }
+    )
     failed = True
     try:
         wandb_logger.start(
