@@ -2,7 +2,7 @@
 
 Numba is a dependency, but a platform without its wheels (or ``ROBUSTDIAG_NUMBA=0``) still runs every
 computation through its PyTorch path; GPUs always take the PyTorch path. Kernels live next to the code
-they speed up (:mod:`robustdiag.metrics.path_kernels`, :mod:`robustdiag.shifts.cv_kernels`) and compile
+they speed up (:mod:`robustdiag.metrics.path_kernels`, :mod:`robustdiag.shifts.cpu_kernels`) and compile
 on first use (a few seconds; cached on disk afterwards).
 """
 

@@ -101,7 +101,9 @@ def images_per_chunk(x: torch.Tensor) -> int:
     """Images of ``x`` (B, C, H, W) that :meth:`Corruption.apply` takes at once (all of them on a GPU)."""
     if x.device.type != "cpu":
         return x.shape[0]
-    return max(1, CPU_CHUNK_VALUES // max(1, x[0].numel()))
+    images = max(1, CPU_CHUNK_VALUES // max(1, x[0].numel()))
+    threads = torch.get_num_threads()  # a whole number of images per thread for kernels that split by image
+    return -(-images // threads) * threads
 
 
 def _rows_of(value: torch.Tensor, rows: slice, batch: int) -> torch.Tensor:

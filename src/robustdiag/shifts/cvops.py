@@ -6,7 +6,7 @@ and ``cv2.filter2D``. These are re-implemented here on (B, H, W) maps holding 8-
 with OpenCV's integer arithmetic and rounding (checked against OpenCV in the tests). Every function
 works on the whole batch at once; loops run over a handful of fixed iterations, never over images. On a
 CPU the two fixed-point iterations (the distance transform and Canny's hysteresis) run as Numba kernels
-per image instead (:mod:`robustdiag.shifts.cv_kernels`).
+per image instead (:mod:`robustdiag.shifts.cpu_kernels`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from robustdiag.shifts import cv_kernels
+from robustdiag.shifts import cpu_kernels
 
 CANNY_SHIFT = 15
 TG22 = int(0.4142135623730950488016887242097 * (1 << CANNY_SHIFT) + 0.5)  # tan(22.5 deg) in fixed point
@@ -31,8 +31,8 @@ def canny(image: torch.Tensor, low: float, high: float) -> torch.Tensor:
     stops changing (at most as many steps as the longest candidate chain). Integer maths in int32 (the
     largest value, |dx| << 16, stays below 2^27).
     """
-    if cv_kernels.usable_for(image):  # CPU: Sobel, suppression and a flood fill in one pass per image
-        return cv_kernels.canny(image, int(low), int(high), TG22, CANNY_SHIFT).to(image.dtype)
+    if cpu_kernels.usable_for(image):  # CPU: Sobel, suppression and a flood fill in one pass per image
+        return cpu_kernels.canny(image, int(low), int(high), TG22, CANNY_SHIFT).to(image.dtype)
     h, w = image.shape[-2:]
     p = F.pad(image.to(torch.float32)[:, None], (1, 1, 1, 1), mode="replicate")[:, 0].to(
         torch.int32
@@ -83,7 +83,7 @@ def chamfer_distance(zero: torch.Tensor, cap: float) -> torch.Tensor:
     shortest-path relaxation runs until nothing changes, at most ``cap`` + 2 rounds, which makes every
     distance up to ``cap`` exact (each move adds at least 1); larger ones are truncated anyway. Equal-length
     paths can round one float32 ulp apart from OpenCV's raster-order sums. On a CPU the Numba kernel runs
-    OpenCV's two raster passes instead (:mod:`robustdiag.shifts.cv_kernels`; bit for bit OpenCV's values).
+    OpenCV's two raster passes instead (:mod:`robustdiag.shifts.cpu_kernels`; bit for bit OpenCV's values).
     """
     hv, diag, knight = (torch.tensor(m, dtype=torch.float32).item() for m in CHAMFER_5X5)
     moves = [(dr, dc, hv) for dr, dc in ((0, 1), (0, -1), (1, 0), (-1, 0))]
@@ -92,8 +92,8 @@ def chamfer_distance(zero: torch.Tensor, cap: float) -> torch.Tensor:
         (dr, dc, knight)
         for dr, dc in ((1, 2), (2, 1), (-1, 2), (-2, 1), (1, -2), (2, -1), (-1, -2), (-2, -1))
     ]
-    if cv_kernels.usable_for(zero):  # CPU: OpenCV's two raster passes, its values bit for bit
-        return cv_kernels.chamfer_distance(zero).clamp_max(cap)
+    if cpu_kernels.usable_for(zero):  # CPU: OpenCV's two raster passes, its values bit for bit
+        return cpu_kernels.chamfer_distance(zero).clamp_max(cap)
     h, w = zero.shape[-2:]
     dist = torch.where(zero, 0.0, UNREACHED).to(torch.float32)  # (B, H, W)
     for _ in range(int(cap) + 2):

@@ -15,8 +15,11 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from robustdiag.shifts import cpu_kernels
 from robustdiag.shifts.base import SEVERITY_RANGE, Corruption, Draws, Geometry, draw_normal, draw_uniform
 from robustdiag.shifts.ops import next_power_of_two
+
+FLOATS = (torch.float32, torch.float64)  # what the CPU kernels take
 
 UniformFn = Callable[[tuple[int, ...]], torch.Tensor]
 
@@ -210,6 +213,7 @@ class Frost(Corruption):
         self.photo_names = frost_photo_files(images) if images else []  # sorted image files of the folder
         self.photos = [load_frost_photo(path) for path in self.photo_names]  # (3, h, w) float64 in [0, 1]
         self._resized: dict[tuple[float, str], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._pixels: dict[tuple[float, str, torch.dtype], torch.Tensor] = {}
 
     @property
     def source(self) -> str:
@@ -243,6 +247,15 @@ class Frost(Corruption):
             self._resized[key] = (stack.to(device), sizes.to(device))
         return self._resized[key]
 
+    def photo_pixels(self, geom: Geometry, like: torch.Tensor) -> torch.Tensor:
+        """The resized photos as (N, Hmax, Wmax, 3) in ``like``'s dtype and device (made once): channels
+        last, so a crop gathers one contiguous RGB triple per pixel."""
+        key = (self.resize_factor(geom), str(like.device), like.dtype)
+        if key not in self._pixels:
+            stack, _ = self.stacked_photos(geom, like.device)
+            self._pixels[key] = stack.permute(0, 2, 3, 1).to(like.dtype).contiguous()
+        return self._pixels[key]
+
     def sample(
         self, x: torch.Tensor, param: tuple[float, float], geom: Geometry, generator: torch.Generator
     ) -> Draws:
@@ -271,16 +284,20 @@ class Frost(Corruption):
             ).clamp_min(1e-6)
             mean = torch.tensor(FROST_PHOTO_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
             return (mean + FROST_PHOTO_STD * texture).clamp(0, 1)
-        stack, _ = self.stacked_photos(geom, x.device)
+        pixels = self.photo_pixels(geom, x)  # (N, Hmax, Wmax, 3)
         rows = draws["start"][:, 0:1] + torch.arange(h, device=x.device)[None, :]  # (B, H)
         cols = draws["start"][:, 1:2] + torch.arange(w, device=x.device)[None, :]  # (B, W)
         photo = draws["photo"][:, None, None]
-        crop = stack[photo, :, rows[:, :, None], cols[:, None, :]]  # (B, H, W, 3)
-        return crop.permute(0, 3, 1, 2).to(x.dtype)
+        crop = pixels[photo, rows[:, :, None], cols[:, None, :]]  # (B, H, W, 3)
+        return crop.permute(0, 3, 1, 2)  # (B, 3, H, W), a channels-last view
 
     def apply(
         self, x: torch.Tensor, param: tuple[float, float], geom: Geometry, draws: Draws
     ) -> torch.Tensor:
+        if self.images and x.shape[1] == 3 and cpu_kernels.usable_for(x) and x.dtype in FLOATS:
+            # CPU: crop and blend in one pass per image (the same products and sum)
+            pixels = self.photo_pixels(geom, x)
+            return cpu_kernels.crop_blend(x, pixels, draws["photo"], draws["start"], param[0], param[1])
         frost = self.frost_layer(x, geom, draws)
         if x.shape[1] == 1:
             frost = rgb_to_gray(frost)
@@ -417,6 +434,8 @@ def water_drops(liquid: torch.Tensor) -> torch.Tensor:
     computes it with OpenCV (8-bit steps included)."""
     from robustdiag.shifts import cvops
 
+    if cpu_kernels.usable_for(liquid) and liquid.dtype in FLOATS:  # CPU: every step per image, one pass
+        return cpu_kernels.water_drops(liquid, EMBOSS, cvops.TG22, cvops.CANNY_SHIFT)
     level = torch.floor(liquid * 255).remainder(256)  # (liquid * 255).astype(np.uint8) wraps above 255
     edges = cvops.canny(level, 50, 150)
     dist = cvops.chamfer_distance(edges > 0, 20.0)  # distance to the drops' edges, truncated at 20

@@ -8,7 +8,7 @@ import torch
 from scipy import ndimage
 
 from robustdiag import numba_support
-from robustdiag.shifts import cv_kernels, cvops
+from robustdiag.shifts import cpu_kernels, cvops
 
 cv2 = pytest.importorskip("cv2")
 needs_numba = pytest.mark.skipif(not numba_support.available(), reason="numba not installed")
@@ -31,7 +31,7 @@ def opencv_distance(zero: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("seed", [0, 1])
 def test_numba_distance_transform_is_opencv_bit_for_bit(seed: int) -> None:
     for zero in zero_masks(seed):
-        ours = cv_kernels.chamfer_distance(torch.from_numpy(zero)[None])[0].numpy()
+        ours = cpu_kernels.chamfer_distance(torch.from_numpy(zero)[None])[0].numpy()
         if not zero.any():  # no source pixel: OpenCV reports its own "far" value, we report 1e30
             assert (ours >= 1e29).all()
             continue
@@ -77,7 +77,56 @@ def test_canny_matches_opencv(use_numba: bool, monkeypatch: pytest.MonkeyPatch) 
 
 def test_kernels_are_off_with_the_switch_or_on_other_devices(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(numba_support.DISABLE_ENV, "0")
-    assert not cv_kernels.usable_for(torch.zeros(1))
+    assert not cpu_kernels.usable_for(torch.zeros(1))
     monkeypatch.setenv(numba_support.DISABLE_ENV, "1")
-    assert cv_kernels.usable_for(torch.zeros(1)) == (numba_support.numba is not None)
-    assert not cv_kernels.usable_for(torch.zeros(1, device="meta"))
+    assert cpu_kernels.usable_for(torch.zeros(1)) == (numba_support.numba is not None)
+    assert not cpu_kernels.usable_for(torch.zeros(1, device="meta"))
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_water_drops_kernel_equals_the_tensor_steps(
+    dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every step of the water map in one kernel: the same float64 map as the tensor path, bit for bit."""
+    from robustdiag.shifts.ops import gaussian_blur
+    from robustdiag.shifts.weather import water_drops
+
+    generator = torch.Generator().manual_seed(0)
+    for trial in range(12):
+        height, width = (int(v) for v in torch.randint(2, 60, (2,), generator=generator))
+        noise = torch.randn(3, 1, height, width, generator=generator, dtype=dtype)
+        sigma = (0.7, 1.0, 2.0, 4.0)[trial % 4]
+        liquid = gaussian_blur(0.65 + 0.3 * noise, sigma, truncate=4.0, mode="replicate")
+        liquid = torch.where(liquid < 0.68, torch.zeros_like(liquid), liquid)[:, 0]  # (3, H, W)
+        liquid[0] = 0.0 if trial == 0 else liquid[0]  # a map without drops
+        monkeypatch.setenv(numba_support.DISABLE_ENV, "1")
+        kernel = water_drops(liquid)
+        monkeypatch.setenv(numba_support.DISABLE_ENV, "0")
+        tensor = water_drops(liquid)
+        assert kernel.dtype == tensor.dtype == torch.float64
+        torch.testing.assert_close(kernel, tensor, rtol=0, atol=0, msg=f"{tuple(liquid.shape)} sigma {sigma}")
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_frost_crop_and_blend_kernel_equals_the_tensor_path(
+    tmp_path, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import Image
+
+    from robustdiag.shifts import CORRUPTIONS
+
+    rng = np.random.default_rng(3)
+    for i in range(3):
+        photo = ndimage.gaussian_filter(rng.random((300, 360, 3)), (2, 2, 0))  # > 40x48 after resizing
+        Image.fromarray((photo / photo.max() * 255).astype(np.uint8)).save(tmp_path / f"frost{i + 1}.png")
+    shift = CORRUPTIONS["frost"](images=str(tmp_path), table="imagenet")
+    x = torch.rand(5, 3, 40, 48, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    monkeypatch.setenv(numba_support.DISABLE_ENV, "1")
+    kernel = shift(x, 4, generator=torch.Generator().manual_seed(2))
+    monkeypatch.setenv(numba_support.DISABLE_ENV, "0")
+    tensor = shift(x, 4, generator=torch.Generator().manual_seed(2))
+    assert kernel.dtype == dtype
+    torch.testing.assert_close(kernel, tensor, rtol=0, atol=0)
+    assert (kernel - x).abs().mean() > 0.01  # it does something
