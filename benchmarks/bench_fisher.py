@@ -16,7 +16,7 @@ samples ``dense`` ran on, and peak memory (CUDA: max allocated; CPU: the largest
 the pre-method baseline, sampled every 2 ms, with glibc's mmap threshold fixed so freed memory leaves
 the resident set). Targets: exact ≤ 1.5× floor; on CUDA also exact ≥ 100× per_sample. On a CPU the
 speed-up over per_sample is reported without a target: both do the same K backward passes per image, so
-it is whatever batching buys the backward pass on that CPU (1.7× with the CIFAR stem on 2 cores).
+it is whatever batching buys the backward pass on that CPU (1.8× with the CIFAR stem on 2 cores).
 Section ``bound_ranking``: the spectral bound of randomly initialised vgg11_bn, resnet18, densenet121 and
 a ViT at 32 px (width-reduced with ``--quick``), the ranking it implies, and the empirical λ beside it.
 
