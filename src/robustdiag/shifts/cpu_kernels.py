@@ -1,7 +1,7 @@
 """CPU kernels (Numba) for corruptions whose tensor form is bound by loops or gathers on a CPU.
 
-:mod:`robustdiag.shifts.cvops` does everything with batched tensor operations, which suits a GPU; two
-steps there are iterations to a fixed point over the whole batch and dominate on a CPU:
+:mod:`robustdiag.shifts.cvops` does the water spatter's OpenCV steps with batched tensor operations,
+which suits a GPU; two of them are iterations to a fixed point over the whole batch and dominate on a CPU:
 
 * the 5x5 chamfer distance transform (up to ``cap`` + 2 relaxation rounds of 16 moves), done here as
   OpenCV's own two raster passes (``distanceTransform_5x5``: forward with the 8 moves that look up and
@@ -12,8 +12,10 @@ steps there are iterations to a fixed point over the whole batch and dominate on
   hysteresis as a flood fill from the strong pixels through 8-connected candidates (the same set: every
   candidate connected to a strong pixel).
 
-and frost's crop of a photo per image, fused with its blend ``c0 x + c1 crop`` (an advanced-indexing
-gather over the batch costs twice the blend itself).
+:func:`water_drops` runs the whole drop map per image (those two, then blur, equalisation, emboss, blur
+and normalisation) without a batch-sized intermediate; :func:`crop_blend` does frost's crop of a photo
+per image fused with its blend ``c0 x + c1 crop`` (an advanced-indexing gather over the batch costs twice
+the blend itself). Each gives the tensor path's numbers bit for bit (tested).
 
 Images are independent tasks (``prange``); threads follow torch's. ``ROBUSTDIAG_NUMBA=0`` or a GPU
 tensor uses the tensor path.
