@@ -27,9 +27,14 @@ def available() -> bool:
     return numba is not None and os.environ.get(DISABLE_ENV, "1").strip().lower() not in ("0", "false", "no")
 
 
-def on_cpu(*tensors: torch.Tensor) -> bool:
-    """Numba available and every tensor on the CPU (the kernels' precondition besides dtypes)."""
-    return available() and all(t.device.type == "cpu" for t in tensors)
+KERNEL_FLOATS = (torch.float32, torch.float64)  # the float types the kernels are compiled for
+
+
+def on_cpu(*tensors: torch.Tensor, floats: bool = False) -> bool:
+    """Numba available and every tensor on the CPU (and, with ``floats``, float32 or float64)."""
+    return available() and all(
+        t.device.type == "cpu" and (not floats or t.dtype in KERNEL_FLOATS) for t in tensors
+    )
 
 
 def match_threads() -> None:

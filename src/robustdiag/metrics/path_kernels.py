@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from robustdiag.numba_support import DISABLE_ENV, available, numba
+from robustdiag.numba_support import DISABLE_ENV, available, numba, on_cpu
 from robustdiag.numba_support import match_threads as _match_threads
 
 if numba is not None:
@@ -43,9 +43,7 @@ __all__ = ["DISABLE_ENV", "available", "effective_path_counts", "js_pair_sums", 
 
 def usable_for(*tensors: torch.Tensor) -> bool:
     """The kernels apply: Numba available and every tensor a CPU float32/float64 tensor."""
-    return available() and all(
-        t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) for t in tensors
-    )
+    return on_cpu(*tensors, floats=True)
 
 
 if numba is not None:

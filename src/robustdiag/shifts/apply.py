@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from robustdiag.progress import progress
+from robustdiag.shifts.base import owns_buffer
 from robustdiag.types import ModelShift, Shift, needs_model
 
 
@@ -86,5 +87,4 @@ def apply_shift(
 def _fresh_like(shifted: torch.Tensor, x: torch.Tensor) -> bool:
     """``shifted`` is a new contiguous tensor with ``x``'s shape, dtype and device (not a view of ``x``)."""
     like = shifted.shape == x.shape and shifted.dtype == x.dtype and shifted.device == x.device
-    same_memory = shifted.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()
-    return like and shifted.is_contiguous() and not same_memory
+    return like and owns_buffer(shifted, x)

@@ -111,14 +111,17 @@ def _rows_of(value: torch.Tensor, rows: slice, batch: int) -> torch.Tensor:
     return value[rows] if value.ndim >= 1 and value.shape[0] == batch else value
 
 
+def owns_buffer(result: torch.Tensor, *others: torch.Tensor) -> bool:
+    """``result`` is contiguous and shares no memory with ``others`` (so it may be written in place or
+    handed on without a copy; an expanded view or the input itself may not)."""
+    storage = result.untyped_storage().data_ptr()
+    return result.is_contiguous() and all(t.untyped_storage().data_ptr() != storage for t in others)
+
+
 def _clamped(result: torch.Tensor, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
     """``result`` clamped to [0, 1]: in place when it is a buffer of its own (no second full-size tensor),
     else as a copy (it may be the input itself, e.g. an identity corruption, or a view of a draw)."""
-    storage = result.untyped_storage().data_ptr()
-    shared = any(t.untyped_storage().data_ptr() == storage for t in inputs if isinstance(t, torch.Tensor))
-    if shared or not result.is_contiguous():  # (an expanded view cannot be written in place)
-        return result.clamp(0.0, 1.0)
-    return result.clamp_(0.0, 1.0)
+    return result.clamp_(0.0, 1.0) if owns_buffer(result, *inputs) else result.clamp(0.0, 1.0)
 
 
 def draw_uniform(
@@ -312,7 +315,8 @@ class Corruption:
             draws = self.sample(xc, param, geom, generator)  # the whole batch's: chunking changes no number
             per_chunk = images_per_chunk(xc) if self.CPU_CHUNKS else xc.shape[0]
             if per_chunk >= xc.shape[0]:
-                return _clamped(self.apply(xc, param, geom, draws), [x, xc, *draws.values()]).to(x.dtype)
+                result = self.apply(xc, param, geom, draws)
+                return _clamped(result, [x, xc, *draws.values()]).to(x.dtype)
             out = torch.empty_like(x)
             for start in range(0, xc.shape[0], per_chunk):
                 rows = slice(start, start + per_chunk)

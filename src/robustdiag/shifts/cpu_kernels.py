@@ -33,13 +33,16 @@ from robustdiag.numba_support import match_threads, numba, on_cpu
 if numba is not None:
     from numba import njit, prange
 
+CANNY_SHIFT = 15
+TG22 = int(0.4142135623730950488016887242097 * (1 << CANNY_SHIFT) + 0.5)  # tan(22.5 deg) in fixed point
 CHAMFER_5X5 = (1.0, 1.4, 2.1969)  # DIST_L2 with maskSize 5: straight, diagonal, knight moves
-FAR = np.float32(1e30)  # "infinitely far": outside the image and not yet reached
+FAR = 1e30  # "infinitely far": outside the image and not yet reached (also the tensor path's)
 
 
-def usable_for(*tensors: torch.Tensor) -> bool:
-    """The kernels apply: Numba available (not switched off) and every tensor on the CPU."""
-    return on_cpu(*tensors)
+def usable_for(*tensors: torch.Tensor, floats: bool = False) -> bool:
+    """The kernels apply: Numba available (not switched off), every tensor on the CPU (and, with
+    ``floats``, float32 or float64: :func:`water_drops` and :func:`crop_blend` need that)."""
+    return on_cpu(*tensors, floats=floats)
 
 
 if numba is not None:
@@ -174,8 +177,8 @@ if numba is not None:
 
     @njit(parallel=True, cache=True)
     def _water_drops_kernel(
-        liquid: Any, scale: Any, cap: Any, emboss: Any, hv: Any, diag: Any, knight: Any, far: Any,
-        tg22: int, shift: int, out: Any,
+        liquid: Any, scale: Any, low: int, high: int, cap: Any, emboss: Any, hv: Any, diag: Any,
+        knight: Any, far: Any, tg22: int, shift: int, out: Any,
     ) -> None:  # fmt: skip
         batch, h, w = liquid.shape
         for b in prange(batch):
@@ -184,12 +187,12 @@ if numba is not None:
                 for j in range(w):  # (liquid * 255).astype(np.uint8): floor, wrapping above 255
                     level[i, j] = int(np.floor(liquid[b, i, j] * scale)) % 256
             edges = np.zeros((h, w), dtype=np.bool_)
-            _canny_image(level, 50, 150, tg22, shift, edges)
+            _canny_image(level, low, high, tg22, shift, edges)
             dist = np.empty((h, w), dtype=np.float32)
             _chamfer_image(edges, hv, diag, knight, far, dist)
             for i in range(h):
                 for j in range(w):
-                    dist[i, j] = min(dist[i, j], cap)  # THRESH_TRUNC at 20
+                    dist[i, j] = min(dist[i, j], cap)  # THRESH_TRUNC
             blurred = np.empty((h, w), dtype=np.float64)
             _box3_image(dist, blurred)
             grey = np.empty((h, w), dtype=np.int64)
@@ -268,17 +271,18 @@ def crop_blend(
     return torch.from_numpy(out)
 
 
-def water_drops(liquid: torch.Tensor, emboss: torch.Tensor, tg22: int, shift: int) -> torch.Tensor:
+def water_drops(liquid: torch.Tensor, low: int, high: int, cap: float, emboss: torch.Tensor) -> torch.Tensor:
     """The water spatter's drop map (B, H, W) float64 from its thresholded liquid layer (B, H, W): the
-    steps of :func:`robustdiag.shifts.weather.water_drops` (Canny, distance transform truncated at 20,
-    blur, equalisation, emboss, blur, ``level * dist / max``) per image in one pass, the same numbers."""
+    steps of :func:`robustdiag.shifts.weather.water_drops` (Canny with thresholds ``low``/``high``,
+    distance transform truncated at ``cap``, blur, equalisation, ``emboss``, blur, ``level * dist / max``)
+    per image in one pass, the same numbers."""
     match_threads()
     values = liquid.detach().contiguous().numpy()
     out = np.empty(values.shape, dtype=np.float64)
     hv, diag, knight = (np.float32(m) for m in CHAMFER_5X5)
     _water_drops_kernel(
-        values, values.dtype.type(255), np.float32(20.0), emboss.to(torch.int64).numpy(),
-        hv, diag, knight, FAR, int(tg22), int(shift), out,
+        values, values.dtype.type(255), int(low), int(high), np.float32(cap), emboss.to(torch.int64).numpy(),
+        hv, diag, knight, np.float32(FAR), TG22, CANNY_SHIFT, out,
     )  # fmt: skip
     return torch.from_numpy(out)
 
@@ -289,16 +293,15 @@ def chamfer_distance(zero: torch.Tensor) -> torch.Tensor:
     match_threads()
     hv, diag, knight = (np.float32(m) for m in CHAMFER_5X5)
     out = np.empty(tuple(zero.shape), dtype=np.float32)
-    _chamfer_kernel(zero.contiguous().numpy(), hv, diag, knight, FAR, out)
+    _chamfer_kernel(zero.contiguous().numpy(), hv, diag, knight, np.float32(FAR), out)
     return torch.from_numpy(out)
 
 
-def canny(image: torch.Tensor, low: int, high: int, tg22: int, shift: int) -> torch.Tensor:
+def canny(image: torch.Tensor, low: int, high: int) -> torch.Tensor:
     """Canny edges (B, H, W) bool of 8-bit maps (B, H, W) holding integer levels (see
-    :func:`robustdiag.shifts.cvops.canny` for the rule; ``tg22`` is tan(22.5 deg) in ``shift``-bit fixed
-    point)."""
+    :func:`robustdiag.shifts.cvops.canny` for the rule)."""
     match_threads()
     out = np.zeros(tuple(image.shape), dtype=np.bool_)
     levels = image.to(torch.int64).contiguous().numpy()
-    _canny_kernel(levels, int(low), int(high), int(tg22), int(shift), out)
+    _canny_kernel(levels, int(low), int(high), TG22, CANNY_SHIFT, out)
     return torch.from_numpy(out)

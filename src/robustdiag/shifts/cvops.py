@@ -15,11 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from robustdiag.shifts import cpu_kernels
-
-CANNY_SHIFT = 15
-TG22 = int(0.4142135623730950488016887242097 * (1 << CANNY_SHIFT) + 0.5)  # tan(22.5 deg) in fixed point
-CHAMFER_5X5 = (1.0, 1.4, 2.1969)  # DIST_L2 with maskSize 5: straight, diagonal, knight moves
-UNREACHED = 1e30  # "infinitely far" for the distance transform
+from robustdiag.shifts.cpu_kernels import CANNY_SHIFT, CHAMFER_5X5, FAR, TG22
 
 
 def canny(image: torch.Tensor, low: float, high: float) -> torch.Tensor:
@@ -32,7 +28,7 @@ def canny(image: torch.Tensor, low: float, high: float) -> torch.Tensor:
     largest value, |dx| << 16, stays below 2^27).
     """
     if cpu_kernels.usable_for(image):  # CPU: Sobel, suppression and a flood fill in one pass per image
-        return cpu_kernels.canny(image, int(low), int(high), TG22, CANNY_SHIFT).to(image.dtype)
+        return cpu_kernels.canny(image, int(low), int(high)).to(image.dtype)
     h, w = image.shape[-2:]
     p = F.pad(image.to(torch.float32)[:, None], (1, 1, 1, 1), mode="replicate")[:, 0].to(
         torch.int32
@@ -85,6 +81,8 @@ def chamfer_distance(zero: torch.Tensor, cap: float) -> torch.Tensor:
     paths can round one float32 ulp apart from OpenCV's raster-order sums. On a CPU the Numba kernel runs
     OpenCV's two raster passes instead (:mod:`robustdiag.shifts.cpu_kernels`; bit for bit OpenCV's values).
     """
+    if cpu_kernels.usable_for(zero):  # CPU: OpenCV's two raster passes, its values bit for bit
+        return cpu_kernels.chamfer_distance(zero).clamp_max(cap)
     hv, diag, knight = (torch.tensor(m, dtype=torch.float32).item() for m in CHAMFER_5X5)
     moves = [(dr, dc, hv) for dr, dc in ((0, 1), (0, -1), (1, 0), (-1, 0))]
     moves += [(dr, dc, diag) for dr in (-1, 1) for dc in (-1, 1)]
@@ -92,12 +90,10 @@ def chamfer_distance(zero: torch.Tensor, cap: float) -> torch.Tensor:
         (dr, dc, knight)
         for dr, dc in ((1, 2), (2, 1), (-1, 2), (-2, 1), (1, -2), (2, -1), (-1, -2), (-2, -1))
     ]
-    if cpu_kernels.usable_for(zero):  # CPU: OpenCV's two raster passes, its values bit for bit
-        return cpu_kernels.chamfer_distance(zero).clamp_max(cap)
     h, w = zero.shape[-2:]
-    dist = torch.where(zero, 0.0, UNREACHED).to(torch.float32)  # (B, H, W)
+    dist = torch.where(zero, 0.0, FAR).to(torch.float32)  # (B, H, W)
     for _ in range(int(cap) + 2):
-        padded = F.pad(dist, (2, 2, 2, 2), value=UNREACHED)
+        padded = F.pad(dist, (2, 2, 2, 2), value=FAR)
         best = dist.clone()
         for dr, dc, cost in moves:
             torch.minimum(best, padded[:, 2 + dr : 2 + dr + h, 2 + dc : 2 + dc + w] + cost, out=best)

@@ -242,8 +242,7 @@ def jpeg_roundtrip(
     if dct not in DCT_METHODS:
         raise ValueError(f"jpeg_compression: dct must be one of {list(DCT_METHODS)}, got {dct!r}")
     luma_q = quality_table(LUMA_TABLE, quality)
-    if jpeg_kernel.usable_for(x, dct) and x.dtype in (torch.float32, torch.float64):
-        # CPU: the same integer steps per image, block by block
+    if jpeg_kernel.usable_for(x, dct):  # CPU: the same integer steps per image, block by block
         return jpeg_kernel.jpeg_roundtrip(x, luma_q, quality_table(CHROMA_TABLE, quality), subsample_chroma)
     dtype = x.dtype
     x = x.to(torch.float64)

@@ -24,8 +24,8 @@ if numba is not None:
 
 
 def usable_for(x: torch.Tensor, dct: str) -> bool:
-    """The kernel applies: Numba available, ``x`` on the CPU and the integer DCT requested."""
-    return dct == "islow" and on_cpu(x)
+    """The kernel applies: Numba available, ``x`` a CPU float32/float64 tensor, the integer DCT requested."""
+    return dct == "islow" and on_cpu(x, floats=True)
 
 
 if numba is not None:

@@ -19,8 +19,6 @@ from robustdiag.shifts import cpu_kernels
 from robustdiag.shifts.base import SEVERITY_RANGE, Corruption, Draws, Geometry, draw_normal, draw_uniform
 from robustdiag.shifts.ops import next_power_of_two
 
-FLOATS = (torch.float32, torch.float64)  # what the CPU kernels take
-
 UniformFn = Callable[[tuple[int, ...]], torch.Tensor]
 
 
@@ -212,7 +210,7 @@ class Frost(Corruption):
         self.images = images
         self.photo_names = frost_photo_files(images) if images else []  # sorted image files of the folder
         self.photos = [load_frost_photo(path) for path in self.photo_names]  # (3, h, w) float64 in [0, 1]
-        self._resized: dict[tuple[float, str], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._resized: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}
         self._pixels: dict[tuple[float, str, torch.dtype], torch.Tensor] = {}
 
     @property
@@ -226,11 +224,10 @@ class Frost(Corruption):
     def resize_factor(self, geom: Geometry) -> float:
         return FROST_RESIZE[geom.table] * geom.scale
 
-    def stacked_photos(self, geom: Geometry, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """The resized photos padded into one tensor (N, 3, Hmax, Wmax) and their sizes (N, 2)."""
+    def stacked_photos(self, geom: Geometry) -> tuple[torch.Tensor, torch.Tensor]:
+        """The resized photos padded into one CPU tensor (N, 3, Hmax, Wmax) float64 and their sizes (N, 2)."""
         factor = self.resize_factor(geom)
-        key = (factor, str(device))
-        if key not in self._resized:
+        if factor not in self._resized:
             resized = [opencv_resize_linear(p, factor) for p in self.photos]
             for path, photo in zip(self.photo_names, resized):
                 if photo.shape[1] <= geom.height or photo.shape[2] <= geom.width:
@@ -244,16 +241,18 @@ class Frost(Corruption):
             for i, p in enumerate(resized):
                 stack[i, :, : p.shape[1], : p.shape[2]] = p
             sizes = torch.tensor([[p.shape[1], p.shape[2]] for p in resized])
-            self._resized[key] = (stack.to(device), sizes.to(device))
-        return self._resized[key]
+            self._resized[factor] = (stack, sizes)
+        return self._resized[factor]
 
     def photo_pixels(self, geom: Geometry, like: torch.Tensor) -> torch.Tensor:
         """The resized photos as (N, Hmax, Wmax, 3) in ``like``'s dtype and device (made once): channels
         last, so a crop gathers one contiguous RGB triple per pixel."""
         key = (self.resize_factor(geom), str(like.device), like.dtype)
         if key not in self._pixels:
-            stack, _ = self.stacked_photos(geom, like.device)
-            self._pixels[key] = stack.permute(0, 2, 3, 1).to(like.dtype).contiguous()
+            stack, _ = self.stacked_photos(geom)
+            self._pixels[key] = (
+                stack.permute(0, 2, 3, 1).to(device=like.device, dtype=like.dtype).contiguous()
+            )
         return self._pixels[key]
 
     def sample(
@@ -266,7 +265,7 @@ class Frost(Corruption):
             ridged = plasma_fractal(b * 3, size, 1.4, uniform, device=x.device, dtype=x.dtype)
             smooth = plasma_fractal(b, size, 2.2, uniform, device=x.device, dtype=x.dtype)
             return {"ridged": ridged[:, :h, :w].reshape(b, 3, h, w), "smooth": smooth[:, :h, :w]}
-        _, sizes = self.stacked_photos(geom, torch.device("cpu"))
+        _, sizes = self.stacked_photos(geom)
         choice = torch.randint(0, len(self.photos), (b,), generator=generator, device=generator.device).cpu()
         u = torch.rand(b, 2, generator=generator, device=generator.device, dtype=torch.float64).cpu()
         room = (sizes[choice] - torch.tensor([h, w])).to(torch.float64)  # np.random.randint(0, size - crop)
@@ -294,7 +293,7 @@ class Frost(Corruption):
     def apply(
         self, x: torch.Tensor, param: tuple[float, float], geom: Geometry, draws: Draws
     ) -> torch.Tensor:
-        if self.images and x.shape[1] == 3 and cpu_kernels.usable_for(x) and x.dtype in FLOATS:
+        if self.images and x.shape[1] == 3 and cpu_kernels.usable_for(x, floats=True):
             # CPU: crop and blend in one pass per image (the same products and sum)
             pixels = self.photo_pixels(geom, x)
             return cpu_kernels.crop_blend(x, pixels, draws["photo"], draws["start"], param[0], param[1])
@@ -434,11 +433,12 @@ def water_drops(liquid: torch.Tensor) -> torch.Tensor:
     computes it with OpenCV (8-bit steps included)."""
     from robustdiag.shifts import cvops
 
-    if cpu_kernels.usable_for(liquid) and liquid.dtype in FLOATS:  # CPU: every step per image, one pass
-        return cpu_kernels.water_drops(liquid, EMBOSS, cvops.TG22, cvops.CANNY_SHIFT)
+    low, high = CANNY_THRESHOLDS
+    if cpu_kernels.usable_for(liquid, floats=True):  # CPU: every step per image, one pass
+        return cpu_kernels.water_drops(liquid, low, high, DISTANCE_CAP, EMBOSS)
     level = torch.floor(liquid * 255).remainder(256)  # (liquid * 255).astype(np.uint8) wraps above 255
-    edges = cvops.canny(level, 50, 150)
-    dist = cvops.chamfer_distance(edges > 0, 20.0)  # distance to the drops' edges, truncated at 20
+    edges = cvops.canny(level, low, high)
+    dist = cvops.chamfer_distance(edges > 0, DISTANCE_CAP)  # distance to the drops' edges, truncated
     dist = torch.floor(cvops.box3(dist).to(torch.float32)).to(torch.float64)  # blur, astype(np.uint8)
     dist = cvops.equalize_hist(dist)
     dist = cvops.filter2d_u8(dist, EMBOSS)
@@ -449,3 +449,5 @@ def water_drops(liquid: torch.Tensor) -> torch.Tensor:
 
 
 EMBOSS = torch.tensor([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]], dtype=torch.float64)
+CANNY_THRESHOLDS = (50, 150)  # the benchmark's cv2.Canny(level, 50, 150)
+DISTANCE_CAP = 20.0  # cv2.threshold(dist, 20, 20, THRESH_TRUNC)
